@@ -1,0 +1,189 @@
+"""The task-family contract (DESIGN §3) shared by every family in ``envs``.
+
+A *task family* is a task distribution plus a natively vectorized environment:
+
+>>> family = make_family("navigation-2d")
+>>> tasks = family.sample_tasks(20, np.random.default_rng(0))      # dict of arrays, 20 rows
+>>> env = family.make_vector_env(num_envs=400)                     # 20 tasks x 20 episodes
+>>> env.set_tasks(repeat_tasks(tasks, 20))                         # sub-env i runs row i
+>>> obs, info = env.reset(seed=0)                                  # [N, obs_dim]
+>>> obs, reward, terminated, truncated, info = env.step(actions)   # [N, ...] arrays
+
+Conventions every vectorized environment follows:
+
+* ``reset`` and ``step`` return batched arrays, sub-environment first: ``numpy.ndarray`` for CPU physics,
+  ``torch.Tensor`` (on ``env.device``) for the torch-native families. Observations are float32
+  ``[N, obs_dim]``, rewards float32 ``[N]``, terminations/truncations bool ``[N]``.
+* Autoreset is disabled (``metadata["autoreset_mode"] == AutoresetMode.DISABLED``): a sub-environment that has
+  terminated is not advanced any more; it returns its last observation, reward 0 and ``terminated=True``
+  until the next ``reset``. Samplers mask those steps.
+* ``truncated`` becomes True for every sub-environment after ``max_episode_steps`` steps.
+* Actions are validated: non-finite actions raise ``ValueError``; continuous actions outside the action
+  space are clipped to it (documented per family); discrete actions out of range raise ``ValueError``.
+* All randomness comes from generators seeded by ``reset(seed=...)`` or passed in; never from global state.
+
+``envs`` never imports ``maml_rl``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+Tasks = dict[str, np.ndarray]
+
+
+def repeat_tasks(tasks: Tasks, repeats: int) -> Tasks:
+    """Repeat every task row ``repeats`` times, task-major: row ``m * repeats + e`` is task ``m``."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    return {key: np.repeat(value, repeats, axis=0) for key, value in tasks.items()}
+
+
+def num_tasks(tasks: Tasks) -> int:
+    """Number of task rows in ``tasks``; raises ``ValueError`` if the arrays disagree."""
+    sizes = {key: len(value) for key, value in tasks.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"task arrays have different numbers of rows: {sizes}")
+    return next(iter(sizes.values()))
+
+
+class MetaVectorEnv(VectorEnv):
+    """A vectorized environment whose sub-environment ``i`` runs task row ``i`` (see module docstring)."""
+
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.DISABLED}
+
+    #: where observations/rewards live: "cpu" for numpy-returning envs, a torch device for torch envs.
+    device: Any = "cpu"
+    max_episode_steps: int
+
+    @abstractmethod
+    def set_tasks(self, tasks: Tasks) -> None:
+        """Give sub-environment ``i`` the task in row ``i`` of every array (``num_envs`` rows)."""
+
+
+class TaskFamily(ABC):
+    """A parameterized environment family: a task distribution and its vectorized environment."""
+
+    #: the family name used in configs, e.g. "navigation-2d"
+    name: ClassVar[str]
+    #: gymnasium id of the single-environment registration, e.g. "Navigation2D-v0"
+    gym_id: ClassVar[str]
+
+    #: episode length used when a config does not set one (the paper's horizon)
+    default_horizon: int
+
+    @abstractmethod
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> Tasks:
+        """Draw ``n`` tasks using only ``rng``; returns a dict of arrays with ``n`` rows each."""
+
+    @abstractmethod
+    def make_vector_env(
+        self, num_envs: int, *, max_episode_steps: int | None = None, device: Any = "cpu"
+    ) -> MetaVectorEnv:
+        """Create a vectorized environment with ``num_envs`` sub-environments (tasks set later)."""
+
+    @property
+    def is_discrete(self) -> bool:
+        """True when actions are integers (``Discrete`` space)."""
+        return isinstance(self.single_action_space, gym.spaces.Discrete)
+
+    @property
+    @abstractmethod
+    def single_observation_space(self) -> gym.spaces.Box:
+        """Observation space of one sub-environment."""
+
+    @property
+    @abstractmethod
+    def single_action_space(self) -> gym.spaces.Space:
+        """Action space of one sub-environment."""
+
+
+_FAMILIES: dict[str, Callable[..., TaskFamily]] = {}
+
+
+def register_family(name: str, factory: Callable[..., TaskFamily]) -> None:
+    """Make ``make_family(name, **options)`` build ``factory(**options)``."""
+    if name in _FAMILIES:
+        raise ValueError(f"task family {name!r} is already registered")
+    _FAMILIES[name] = factory
+
+
+def family_names() -> list[str]:
+    """Names of all registered task families, sorted."""
+    return sorted(_FAMILIES)
+
+
+def make_family(name: str, **options: Any) -> TaskFamily:
+    """Build a task family by name; unknown names or options raise ``ValueError`` listing valid ones."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown task family {name!r}; valid families: {', '.join(family_names())}")
+    try:
+        return _FAMILIES[name](**options)
+    except TypeError as error:
+        raise ValueError(f"bad options {options} for task family {name!r}: {error}") from error
+
+
+class SingleTaskEnv(gym.Env):
+    """A single-environment gymnasium view of a family's vector environment (``num_envs=1``, CPU).
+
+    ``task`` is one task: a dict of scalars/arrays *without* the task dimension (e.g. ``{"goal": [0.2, -0.1]}``);
+    when it is None a task is drawn from the environment's own ``np_random`` at every ``reset``. Observations
+    are float32 numpy arrays. The episode length is left to gymnasium's ``TimeLimit`` wrapper
+    (``gymnasium.make(id, max_episode_steps=...)``); by itself the environment never truncates unless
+    ``max_episode_steps`` is given.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(
+        self, family: TaskFamily, task: Tasks | None = None, max_episode_steps: int | None = None
+    ) -> None:
+        self.family = family
+        self.vector_env = family.make_vector_env(1, max_episode_steps=max_episode_steps or _NEVER)
+        self.observation_space = family.single_observation_space
+        self.action_space = family.single_action_space
+        self._fixed_task = None if task is None else _one_row(task)
+        if self._fixed_task is not None:
+            self.vector_env.set_tasks(self._fixed_task)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if self._fixed_task is None:
+            self.vector_env.set_tasks(self.family.sample_tasks(1, self.np_random))
+        env_seed = int(self.np_random.integers(2**31 - 1))
+        obs, info = self.vector_env.reset(seed=env_seed, options=options)
+        return _first(obs), _unbatch_info(info)
+
+    def step(self, action):
+        batched = np.asarray(action)[None]
+        obs, reward, terminated, truncated, info = self.vector_env.step(batched)
+        return (_first(obs), float(_first(reward)), bool(_first(terminated)), bool(_first(truncated)),
+                _unbatch_info(info))
+
+
+_NEVER = 2**62  # "no truncation": the vector env's step counter never reaches it
+
+
+def _one_row(task: Tasks) -> Tasks:
+    """Turn one task (arrays without the task dimension) into a one-row task dict."""
+    return {key: np.asarray(value)[None] for key, value in task.items()}
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _first(value: Any) -> Any:
+    return _to_numpy(value)[0]
+
+
+def _unbatch_info(info: dict[str, Any]) -> dict[str, Any]:
+    return {key: _first(value) for key, value in info.items() if not key.startswith("_")}

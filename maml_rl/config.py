@@ -1,0 +1,305 @@
+"""Typed, frozen experiment configuration loaded from YAML (the one source of truth for hyperparameters).
+
+A config file has one mapping per section; every key is optional and defaults to the documented
+value (DESIGN §5). Example (``experiments/navigation-2d/paper.yaml``)::
+
+    algorithm: maml-trpo
+    env: {family: navigation-2d, horizon: 100}
+    policy: {hidden_sizes: [100, 100], activation: relu}
+    maml: {meta_batch_size: 20, fast_batch_size: 20, fast_lr: 0.5}
+    train: {num_iterations: 100, seed: 1}
+
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the dotted key.
+Overrides use the same dotted keys: ``--set maml.fast_lr=0.1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ALGORITHMS = ("maml-trpo", "pretrained")
+ACTIVATIONS = ("relu", "tanh")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Which task family to meta-train on."""
+
+    family: str = "navigation-2d"
+    """Task family name (``envs.family_names()``)."""
+    horizon: int | None = None
+    """Time steps per episode ``T``; None uses the family's paper horizon."""
+    action_scale: float = 1.0
+    """Policy outputs are divided by this before reaching the environment (the modern preset uses 10,
+    which with the environment's clip to [-1, 1] equals clip(a, -10, 10) / 10)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Family-specific constructor options, e.g. ``{num_arms: 10}`` for bandits."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy network (DESIGN §4)."""
+
+    hidden_sizes: tuple[int, ...] = (100, 100)
+    """Widths of the hidden layers."""
+    activation: str = "relu"
+    """Hidden nonlinearity: relu or tanh."""
+    init_std: float = 1.0
+    """Initial standard deviation of the Gaussian policy."""
+    min_std: float = 1e-6
+    """Lower bound on the Gaussian policy's standard deviation."""
+
+
+@dataclass(frozen=True)
+class MamlConfig:
+    """The inner loop and the meta-batch (DESIGN §4, §5 defaults)."""
+
+    meta_batch_size: int = 40
+    """Tasks per meta-iteration ``M``."""
+    fast_batch_size: int = 20
+    """Episodes per task ``E`` for each inner step and for validation."""
+    num_inner_steps: int = 1
+    """Inner gradient steps ``K`` during meta-training."""
+    fast_lr: float = 0.1
+    """Inner learning rate ``alpha``."""
+    first_order: bool = False
+    """Drop second-order terms of the meta-gradient (FOMAML)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0: Monte-Carlo returns minus the baseline)."""
+
+
+@dataclass(frozen=True)
+class TrpoConfig:
+    """The outer TRPO step (DESIGN §5 defaults)."""
+
+    max_kl: float = 0.01
+    """Trust-region size ``delta`` on the mean KL between old and new adapted policies."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 1e-5
+    """Damping added to the Fisher-vector product."""
+    ls_max_steps: int = 15
+    """Backtracking line-search steps."""
+    ls_backtrack: float = 0.8
+    """Step-size ratio between line-search steps."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training run."""
+
+    num_iterations: int = 500
+    """Meta-iterations."""
+    seed: int = 1
+    """Seeds task sampling, environment resets, policy initialization and action sampling."""
+    device: str = "cpu"
+    """Learner device: cpu or cuda (cuda:N)."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every this many iterations (and at the end)."""
+    num_threads: int = 1
+    """Torch intra-op threads for the learner; 1 avoids OpenMP spinning next to environment threads."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: ``algorithm`` plus one section per concern."""
+
+    algorithm: str = "maml-trpo"
+    """maml-trpo (meta-train) or pretrained (multi-task TRPO without adaptation)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    maml: MamlConfig = field(default_factory=MamlConfig)
+    trpo: TrpoConfig = field(default_factory=TrpoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), suitable for YAML."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------- building
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation, converting lists to tuples and ints to floats."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [arg for arg in args if arg is not type(None)]
+        return _coerce(value, inner[0], key)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]}; valid keys{' in ' + prefix if prefix else ''}: "
+            f"{', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def validate(config: Config) -> Config:
+    """Range checks that need no environment; raises :class:`ConfigError` naming the key."""
+    if config.algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm: unknown {config.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
+    env, policy, maml, trpo, train = config.env, config.policy, config.maml, config.trpo, config.train
+    if env.horizon is not None:
+        _check_positive("env.horizon", env.horizon)
+    _check_positive("env.action_scale", env.action_scale)
+    if any(size <= 0 for size in policy.hidden_sizes):
+        raise ConfigError(f"policy.hidden_sizes: every width must be > 0, got {list(policy.hidden_sizes)}")
+    if policy.activation not in ACTIVATIONS:
+        raise ConfigError(f"policy.activation: unknown {policy.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+    _check_positive("policy.init_std", policy.init_std)
+    _check_positive("policy.min_std", policy.min_std)
+    if policy.min_std > policy.init_std:
+        raise ConfigError(f"policy.min_std ({policy.min_std}) must not exceed policy.init_std ({policy.init_std})")
+    _check_positive("maml.meta_batch_size", maml.meta_batch_size)
+    _check_positive("maml.fast_batch_size", maml.fast_batch_size)
+    _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=config.algorithm == "pretrained")
+    _check_positive("maml.fast_lr", maml.fast_lr)
+    if not 0.0 <= maml.gamma <= 1.0:
+        raise ConfigError(f"maml.gamma: must be in [0, 1], got {maml.gamma}")
+    if not 0.0 <= maml.gae_lambda <= 1.0:
+        raise ConfigError(f"maml.gae_lambda: must be in [0, 1], got {maml.gae_lambda}")
+    _check_positive("trpo.max_kl", trpo.max_kl)
+    _check_positive("trpo.cg_iters", trpo.cg_iters)
+    _check_positive("trpo.cg_damping", trpo.cg_damping, allow_zero=True)
+    _check_positive("trpo.ls_max_steps", trpo.ls_max_steps)
+    if not 0.0 < trpo.ls_backtrack < 1.0:
+        raise ConfigError(f"trpo.ls_backtrack: must be in (0, 1), got {trpo.ls_backtrack}")
+    _check_positive("train.num_iterations", train.num_iterations)
+    _check_positive("train.checkpoint_every", train.checkpoint_every)
+    _check_positive("train.num_threads", train.num_threads)
+    if train.seed < 0:
+        raise ConfigError(f"train.seed: must be >= 0, got {train.seed}")
+    if not (train.device == "cpu" or train.device == "cuda" or train.device.startswith("cuda:")):
+        raise ConfigError(f"train.device: expected cpu, cuda or cuda:N, got {train.device!r}")
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from a nested dict."""
+    return validate(_build(Config, data, ""))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``"a.b=value"`` into (["a", "b"], value), the value read as YAML (``0.1``, ``true``, ``[64, 64]``)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. maml.fast_lr=0.1")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied."""
+    result = _plain(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or malformed YAML raises :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (None: all defaults), apply overrides, validate."""
+    data = load_yaml(path) if path is not None else {}
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,141 @@
+"""Conjugate gradient, Hessian-vector products and backtracking line search for TRPO (Schulman et al. 2015).
+
+Parameters are handled as one flat vector ``[P]`` (``torch.nn.utils.parameters_to_vector`` order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def flat_grad(output: Tensor, inputs: Sequence[Tensor], **kwargs: bool) -> Tensor:
+    """Gradient of a scalar with respect to ``inputs``, flattened to ``[P]`` (zeros for unused inputs)."""
+    grads = torch.autograd.grad(output, list(inputs), allow_unused=True, **kwargs)
+    pieces = [(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, inputs, strict=True)]
+    return torch.cat(pieces)
+
+
+def hessian_vector_product(
+    scalar: Tensor, inputs: Sequence[Tensor], damping: float = 0.0
+) -> Callable[[Tensor], Tensor]:
+    """Return ``v -> (∇² scalar) v + damping·v`` for flat ``v [P]``.
+
+    The gradient is built once with ``create_graph=True``; each product is one more backward pass through it.
+    Used with the mean KL at the current parameters it gives exact Fisher-vector products.
+    """
+    grad = flat_grad(scalar, inputs, create_graph=True)
+
+    def product(vector: Tensor) -> Tensor:
+        return flat_grad(grad @ vector.detach(), inputs, retain_graph=True) + damping * vector
+
+    return product
+
+
+def gauss_newton_vector_product(
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    loss_of_outputs: Callable[[Sequence[Tensor]], Tensor],
+    damping: float = 0.0,
+) -> Callable[[Tensor], Tensor]:
+    """Return ``v -> Jᵀ H J v + damping·v`` for flat ``v [P]``.
+
+    ``J = ∂ outputs / ∂ inputs`` and ``H = ∇²_y loss_of_outputs(y)`` at the current ``outputs``. Where the
+    gradient of ``loss_of_outputs`` vanishes (the KL between the old policy and itself), this equals the exact
+    Hessian of ``loss_of_outputs(outputs(inputs))``: the Fisher-vector product TRPO needs, without the
+    third-order terms a Hessian-vector product of the KL would differentiate through (DESIGN §5).
+
+    ``J v`` uses the double-vjp identity ``J v = ∂/∂u (Jᵀ u) · v``; ``outputs`` must carry a graph to ``inputs``.
+    """
+    inputs = list(inputs)
+    points = [y.detach().requires_grad_() for y in outputs]
+    with torch.enable_grad():
+        output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
+        dummies = [torch.zeros_like(y, requires_grad=True) for y in outputs]
+        transposed = torch.autograd.grad(
+            list(outputs), inputs, grad_outputs=dummies, create_graph=True, materialize_grads=True
+        )
+    sizes = [x.numel() for x in inputs]
+
+    def product(vector: Tensor) -> Tensor:
+        pieces = [piece.view_as(x) for piece, x in zip(torch.split(vector.detach(), sizes), inputs, strict=True)]
+        jv = torch.autograd.grad(transposed, dummies, grad_outputs=pieces, retain_graph=True,
+                                 materialize_grads=True)
+        hjv = torch.autograd.grad(output_grads, points, grad_outputs=jv, retain_graph=True, materialize_grads=True)
+        jthjv = torch.autograd.grad(list(outputs), inputs, grad_outputs=hjv, retain_graph=True,
+                                    materialize_grads=True)
+        return torch.cat([g.reshape(-1) for g in jthjv]) + damping * vector
+
+    return product
+
+
+@dataclass(frozen=True)
+class CGResult:
+    """Solution ``x`` of ``A x = b`` and the final residual norm ``‖b − A x‖``."""
+
+    x: Tensor
+    residual_norm: float
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iterations: int = 10, tolerance: float = 1e-10
+) -> CGResult:
+    """Solve ``A x = b`` for symmetric positive-definite ``A`` given only ``v -> A v`` (Hestenes & Stiefel).
+
+    Stops after ``iterations`` steps or when the squared residual falls below ``tolerance``.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = r @ r
+    for _ in range(iterations):
+        if rr <= tolerance:
+            break
+        ap = matvec(p)
+        alpha = rr / (p @ ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = r @ r
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return CGResult(x=x.detach(), residual_norm=float(rr.sqrt()))
+
+
+@dataclass(frozen=True)
+class LineSearchResult:
+    """Outcome of a backtracking line search."""
+
+    accepted: bool
+    step_fraction: float
+    steps_taken: int
+    loss: float
+    kl: float
+
+
+def line_search(
+    evaluate: Callable[[float], tuple[float, float]],
+    old_loss: float,
+    max_kl: float,
+    max_steps: int,
+    backtrack: float,
+) -> LineSearchResult:
+    """Try step fractions ``1, backtrack, backtrack², …``; accept the first with lower loss and KL ≤ ``max_kl``.
+
+    Args:
+        evaluate: ``fraction -> (loss, kl)`` after moving to ``θ_old + fraction · full_step``.
+        old_loss: the loss at ``θ_old``.
+
+    Returns:
+        The accepted fraction, or ``accepted=False`` (the caller keeps ``θ_old``) with the last values tried.
+    """
+    loss = kl = float("nan")
+    fraction = 1.0
+    for step in range(max_steps):
+        loss, kl = evaluate(fraction)
+        if loss < old_loss and kl <= max_kl:
+            return LineSearchResult(True, fraction, step + 1, loss, kl)
+        fraction *= backtrack
+    return LineSearchResult(False, 0.0, max_steps, loss, kl)

@@ -1,0 +1,195 @@
+"""Gaussian and categorical MLP policies, evaluated functionally (DESIGN §4, STYLE example 1).
+
+A policy's parameters are a ``dict[str, Tensor]``. ``forward`` maps observations to the parameters of the
+action distribution (a tuple of tensors); ``log_prob``, ``kl`` and ``sample`` act on that tuple, so the same
+code serves a single parameter set and a task-batched one (``batched_forward`` vmaps over tasks).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, Tensor]
+DistParams = tuple[Tensor, ...]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def _mlp(input_size: int, hidden_sizes: Sequence[int], output_size: int, activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    size = input_size
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(size, hidden), _ACTIVATIONS[activation]()]
+        size = hidden
+    layers.append(nn.Linear(size, output_size))
+    return nn.Sequential(*layers)
+
+
+def _init_linear_layers(module: nn.Module, generator: torch.Generator | None) -> None:
+    """Xavier-uniform weights and zero biases (the reference code's initialization), seeded by ``generator``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight, generator=generator)
+            nn.init.zeros_(layer.bias)
+
+
+class Policy(nn.Module, ABC):
+    """A stochastic policy: ``forward(obs [..., obs_dim]) -> DistParams``."""
+
+    #: True for integer actions
+    discrete: bool
+
+    @abstractmethod
+    def log_prob(self, dist: DistParams, actions: Tensor) -> Tensor:
+        """Log-probability of ``actions``, summed over action dimensions: ``[...]``."""
+
+    @abstractmethod
+    def kl(self, p: DistParams, q: DistParams) -> Tensor:
+        """KL(p ‖ q) per state: ``[...]``."""
+
+    @abstractmethod
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
+        """Sample one action per state from ``dist``."""
+
+    def params(self) -> Params:
+        """The module's parameters as a plain dict (the same tensors, still leaves)."""
+        return dict(self.named_parameters())
+
+
+class GaussianMLPPolicy(Policy):
+    """Diagonal Gaussian with an MLP mean and a learned, state-independent log-std.
+
+    Args:
+        obs_dim: observation size.
+        action_dim: action size.
+        hidden_sizes: hidden widths (paper: (100, 100)).
+        activation: "relu" (paper) or "tanh" (modern preset).
+        init_std: initial standard deviation (DESIGN §4: 1.0).
+        min_std: lower bound on the standard deviation (DESIGN §4: 1e-6).
+        generator: seeds the initialization.
+    """
+
+    discrete = False
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+        min_std: float = 1e-6,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.action_dim = obs_dim, action_dim
+        self.mean = _mlp(obs_dim, hidden_sizes, action_dim, activation)
+        self.log_std = nn.Parameter(torch.full((action_dim,), math.log(init_std)))
+        self.min_log_std = math.log(min_std)
+        _init_linear_layers(self.mean, generator)
+
+    def forward(self, obs: Tensor) -> DistParams:
+        """``obs [..., obs_dim]`` -> (mean ``[..., act]``, log_std ``[..., act]``)."""
+        mean = self.mean(obs)
+        log_std = torch.clamp(self.log_std, min=self.min_log_std).expand_as(mean)
+        return mean, log_std
+
+    def log_prob(self, dist: DistParams, actions: Tensor) -> Tensor:
+        mean, log_std = dist
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def kl(self, p: DistParams, q: DistParams) -> Tensor:
+        mean_p, log_std_p = p
+        mean_q, log_std_q = q
+        var_ratio = torch.exp(2 * (log_std_p - log_std_q))
+        mean_term = (mean_p - mean_q).pow(2) * torch.exp(-2 * log_std_q)
+        return (log_std_q - log_std_p + 0.5 * (var_ratio + mean_term - 1)).sum(-1)
+
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
+        mean, log_std = dist
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(log_std) * noise
+
+
+class CategoricalMLPPolicy(Policy):
+    """Categorical distribution over ``num_actions`` with MLP logits (DESIGN §4)."""
+
+    discrete = True
+
+    def __init__(
+        self,
+        obs_dim: int,
+        num_actions: int,
+        hidden_sizes: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.num_actions = obs_dim, num_actions
+        self.logits = _mlp(obs_dim, hidden_sizes, num_actions, activation)
+        _init_linear_layers(self.logits, generator)
+
+    def forward(self, obs: Tensor) -> DistParams:
+        """``obs [..., obs_dim]`` -> (unnormalized logits ``[..., num_actions]``,)."""
+        return (self.logits(obs),)
+
+    def log_prob(self, dist: DistParams, actions: Tensor) -> Tensor:
+        log_p = torch.log_softmax(dist[0], dim=-1)
+        return torch.gather(log_p, -1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def kl(self, p: DistParams, q: DistParams) -> Tensor:
+        log_p, log_q = torch.log_softmax(p[0], dim=-1), torch.log_softmax(q[0], dim=-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
+        probs = torch.softmax(dist[0], dim=-1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+def task_params(params: Params, num_tasks: int) -> Params:
+    """Share one parameter set across ``num_tasks`` tasks: every tensor gets a leading ``[M]`` dimension.
+
+    The result is an ``expand`` view, so a meta-gradient through it sums over tasks.
+    """
+    return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in params.items()}
+
+
+def batched_forward(policy: Policy, params: Params, obs: Tensor) -> DistParams:
+    """Evaluate per-task parameters on per-task observations in one call.
+
+    Args:
+        policy: the module whose structure is used.
+        params: parameters with a leading task dimension ``[M, ...]``.
+        obs: ``[M, ..., obs_dim]``.
+
+    Returns:
+        Distribution parameters with shapes ``[M, ..., *]``.
+    """
+    first = next(iter(params.values()))
+    if obs.shape[0] != first.shape[0]:
+        raise ValueError(f"obs has {obs.shape[0]} task rows but params have {first.shape[0]} ([M, ...] expected)")
+    return vmap(lambda p, o: functional_call(policy, p, (o,)))(params, obs)
+
+
+def make_policy(
+    obs_dim: int,
+    action_space_size: int,
+    discrete: bool,
+    hidden_sizes: Sequence[int],
+    activation: str,
+    init_std: float = 1.0,
+    min_std: float = 1e-6,
+    generator: torch.Generator | None = None,
+) -> Policy:
+    """Build the policy that fits an action space: categorical when ``discrete`` else Gaussian."""
+    if discrete:
+        return CategoricalMLPPolicy(obs_dim, action_space_size, hidden_sizes, activation, generator)
+    return GaussianMLPPolicy(obs_dim, action_space_size, hidden_sizes, activation, init_std, min_std, generator)

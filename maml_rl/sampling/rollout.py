@@ -1,0 +1,79 @@
+"""Collect ``Episodes`` from a task family's vectorized environment (DESIGN §2 step 3, §7).
+
+Every time step makes exactly one policy call for all ``N = M × E`` sub-environments, each task with its own
+(adapted) parameters. Observations from the simulator become float32 tensors on the learner device here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from envs.base import MetaVectorEnv
+from maml_rl.episodes import Episodes
+from maml_rl.policies import Params, Policy, batched_forward
+
+
+def _as_tensor(x: object, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(x, device=device).to(dtype)
+
+
+@torch.no_grad()
+def sample_episodes(
+    env: MetaVectorEnv,
+    policy: Policy,
+    params: Params,
+    num_tasks: int,
+    generator: torch.Generator,
+    seed: int,
+    action_scale: float = 1.0,
+) -> Episodes:
+    """Run one episode in every sub-environment of ``env`` for ``env.max_episode_steps`` steps.
+
+    Args:
+        env: vectorized environment whose tasks are already set (sub-env ``n`` runs task ``n // E``).
+        policy: the policy module (structure only).
+        params: per-task parameters ``[M, ...]``.
+        num_tasks: ``M``; ``env.num_envs`` must be a multiple of it.
+        generator: torch generator on the learner device for action noise.
+        seed: seed for ``env.reset``.
+        action_scale: continuous actions are divided by this before they reach the environment.
+
+    Returns:
+        ``Episodes`` with ``[T, N, …]`` tensors on the generator's device.
+    """
+    n, steps = env.num_envs, env.max_episode_steps
+    if n % num_tasks:
+        raise ValueError(f"env has {n} sub-environments, not a multiple of {num_tasks} tasks")
+    device = generator.device
+    per_task = n // num_tasks
+    obs, _ = env.reset(seed=seed)
+    obs = _as_tensor(obs, device, torch.float32)
+    observations = torch.empty((steps, n, obs.shape[-1]), device=device)
+    rewards = torch.zeros((steps, n), device=device)
+    mask = torch.zeros((steps, n), device=device)
+    alive = torch.ones(n, device=device)
+    unstable = torch.zeros(n, dtype=torch.bool, device=device)
+    actions_list: list[Tensor] = []
+    for t in range(steps):
+        observations[t] = obs
+        dist = batched_forward(policy, params, obs.view(num_tasks, per_task, -1))
+        action = policy.sample(dist, generator).flatten(0, 1)
+        actions_list.append(action)
+        env_action = action if policy.discrete else action / action_scale
+        obs, reward, terminated, _, info = env.step(env_action)
+        obs = _as_tensor(obs, device, torch.float32)
+        mask[t] = alive
+        rewards[t] = _as_tensor(reward, device, torch.float32) * alive
+        alive = alive * (1.0 - _as_tensor(terminated, device, torch.float32))
+        if "unstable" in info:
+            unstable |= _as_tensor(info["unstable"], device, torch.bool)
+    return Episodes(
+        observations=observations,
+        actions=torch.stack(actions_list),
+        rewards=rewards,
+        mask=mask,
+        num_tasks=num_tasks,
+        num_unstable=int(unstable.sum()),
+    )

@@ -1,0 +1,228 @@
+"""The meta-training loop: one meta-iteration reads top to bottom as DESIGN §2.
+
+    tasks -> set_tasks -> for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
+          -> sample validation episodes with θ_K -> outer TRPO step -> log, checkpoint
+"""
+
+from __future__ import annotations
+
+import copy
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm import tqdm
+
+import envs
+from maml_rl.adaptation import adapt
+from maml_rl.advantages import with_advantages
+from maml_rl.build import Generators, build_family, build_policy, horizon_of, resolve_device
+from maml_rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from maml_rl.config import Config, save_config
+from maml_rl.episodes import Episodes
+from maml_rl.logging import MetricsLogger
+from maml_rl.metalearners import MAMLTRPO, NonFiniteError, TrpoSettings
+from maml_rl.policies import task_params
+from maml_rl.sampling import sample_episodes
+
+CONFIG_FILE = "config.yaml"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped: the message names the iteration, the quantity and the last good checkpoint."""
+
+
+def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
+    returns = episodes.episode_returns()
+    return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": float(returns.std())}
+
+
+def _check_episodes(episodes: Episodes) -> None:
+    for name in ("observations", "rewards"):
+        if not bool(torch.isfinite(getattr(episodes, name)).all()):
+            raise NonFiniteError(f"non-finite {name} from the environment")
+
+
+class Trainer:
+    """Owns a run: family, vectorized environment, policy, meta-learner, generators, logger and checkpoints.
+
+    Args:
+        config: the validated experiment config.
+        run_dir: the run directory (created; must not hold another run unless ``resume``).
+        resume: continue from the latest checkpoint in ``run_dir``.
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(config.train.device)
+        self.family = build_family(config)
+        torch.set_num_threads(config.train.num_threads)
+        maml = config.maml
+        self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
+        self.num_inner_steps = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
+        self.generators = Generators.from_seed(config.train.seed, self.device)
+        self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
+        self.env = self.family.make_vector_env(
+            self.num_tasks * self.per_task, max_episode_steps=horizon_of(config, self.family), device=self.device
+        )
+        t = config.trpo
+        self.metalearner = MAMLTRPO(
+            self.policy, maml.fast_lr, maml.first_order,
+            TrpoSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_max_steps, t.ls_backtrack),
+        )
+        self.iteration = 0
+        if resume:
+            self._restore()
+        else:
+            if list_checkpoints(self.run_dir) or (self.run_dir / "metrics.csv").exists():
+                raise TrainingError(f"{self.run_dir} already holds a run; use --resume or another --output")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / CONFIG_FILE)
+        self.logger = MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None)
+        if not resume:
+            self.logger.log_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
+
+    # ------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "policy": self.policy.state_dict(),
+            "generators": self.generators.state_dict(),
+            "config": self.config.to_dict(),
+            "family": self.config.env.family,
+        }
+
+    def _restore(self) -> None:
+        iteration, state = load_checkpoint(self.run_dir)
+        self.policy.load_state_dict(state["policy"])
+        self.generators.load_state_dict(state["generators"])
+        self.iteration = iteration
+
+    def save(self, state: dict[str, Any] | None = None) -> Path:
+        """Checkpoint ``state`` (default: the current state) under its iteration."""
+        state = self.state_dict() if state is None else state
+        return save_checkpoint(self.run_dir, state["iteration"], state)
+
+    # ------------------------------------------------------------------------------ one meta-iteration
+
+    def _sample(self, params: dict[str, torch.Tensor]) -> Episodes:
+        episodes = sample_episodes(
+            self.env, self.policy, params, self.num_tasks, self.generators.actions,
+            seed=self.generators.next_reset_seed(), action_scale=self.config.env.action_scale,
+        )
+        _check_episodes(episodes)
+        return episodes
+
+    def meta_iteration(self) -> dict[str, float]:
+        """Sample tasks, adapt, sample validation episodes, take the outer step; returns the metrics."""
+        maml = self.config.maml
+        timers = {"sampling": 0.0, "adaptation": 0.0}
+        start = time.perf_counter()
+
+        tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
+        self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
+        shared = {name: p.detach() for name, p in self.policy.named_parameters()}
+        params = task_params(shared, self.num_tasks)
+
+        metrics: dict[str, float] = {}
+        train_batches: list[Episodes] = []
+        for k in range(self.num_inner_steps):
+            tick = time.perf_counter()
+            episodes = self._sample(params)
+            timers["sampling"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
+            params = adapt(self.policy, params, [episodes], maml.fast_lr, create_graph=False)
+            timers["adaptation"] += time.perf_counter() - tick
+            train_batches.append(episodes)
+            name = "pre_adapt" if k == 0 else f"inner_step{k}"
+            metrics.update(_returns_stats(name, episodes))
+
+        tick = time.perf_counter()
+        valid = self._sample(params)
+        timers["sampling"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        valid = with_advantages(valid, maml.gamma, maml.gae_lambda)
+        timers["adaptation"] += time.perf_counter() - tick
+        metrics.update(_returns_stats("post_adapt", valid))
+        if self.num_inner_steps == 0:  # pretrained: no adaptation, the validation batch is the only batch
+            metrics.update(_returns_stats("pre_adapt", valid))
+
+        tick = time.perf_counter()
+        metrics.update(self.metalearner.step(train_batches, valid))
+        timers["outer"] = time.perf_counter() - tick
+
+        env_steps = sum(batch.num_steps for batch in [*train_batches, valid])
+        log_std = getattr(self.policy, "log_std", None)
+        metrics["policy/std"] = float(log_std.detach().exp().mean()) if log_std is not None else float("nan")
+        metrics["env/steps"] = float(env_steps)
+        metrics["env/steps_per_second"] = env_steps / max(timers["sampling"], 1e-9)
+        metrics["env/unstable"] = float(sum(batch.num_unstable for batch in [*train_batches, valid]))
+        for phase, seconds in timers.items():
+            metrics[f"time/{phase}"] = seconds
+        metrics["time/iteration"] = time.perf_counter() - start
+        return metrics
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def train(self, progress: bool = True) -> list[dict[str, float]]:
+        """Run until ``train.num_iterations``; checkpoints periodically, at the end and on Ctrl-C."""
+        total = self.config.train.num_iterations
+        history = []
+        bar = tqdm(total=total, initial=self.iteration, disable=not progress, desc="meta-train", unit="it")
+        completed = copy.deepcopy(self.state_dict())  # the state after the last completed iteration
+        try:
+            with _interrupt_as_exception():
+                while self.iteration < total:
+                    try:
+                        metrics = self.meta_iteration()
+                    except NonFiniteError as error:
+                        last = max(list_checkpoints(self.run_dir), default=None)
+                        where = f"last good checkpoint: iteration {last}" if last is not None else "no checkpoint yet"
+                        raise TrainingError(f"iteration {self.iteration + 1}: {error}; {where}") from error
+                    self.iteration += 1
+                    self.logger.log(self.iteration, metrics)
+                    history.append(metrics)
+                    if self.iteration % self.config.train.checkpoint_every == 0 or self.iteration == total:
+                        self.save()
+                    completed = copy.deepcopy(self.state_dict())
+                    bar.update(1)
+                    bar.set_postfix(
+                        pre=f"{metrics['returns/pre_adapt_mean']:.2f}",
+                        post=f"{metrics['returns/post_adapt_mean']:.2f}",
+                        s_it=f"{metrics['time/iteration']:.2f}",
+                    )
+        except KeyboardInterrupt:
+            # An interrupted iteration may have moved the generators or half-applied a line-search step:
+            # checkpoint the state after the last completed iteration, so a resume repeats that iteration exactly.
+            if completed["iteration"] > 0 and completed["iteration"] not in list_checkpoints(self.run_dir):
+                self.save(completed)
+            raise
+        finally:
+            bar.close()
+            self.logger.close()
+        return history
+
+
+@contextmanager
+def _interrupt_as_exception():
+    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt) while training, so both save a checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

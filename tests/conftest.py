@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny policies and hand-made episode batches for the math tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import envs  # noqa: F401  (registers every task family)
+from maml_rl.advantages import with_advantages
+from maml_rl.episodes import Episodes
+from maml_rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+
+
+def random_episodes(
+    num_tasks: int = 2,
+    per_task: int = 3,
+    steps: int = 5,
+    obs_dim: int = 2,
+    action_dim: int = 2,
+    discrete_actions: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    terminate: bool = True,
+) -> Episodes:
+    """A random batch ``[T, N]`` with advantages; some episodes end early (mask) when ``terminate``."""
+    g = torch.Generator().manual_seed(seed)
+    n = num_tasks * per_task
+    obs = torch.randn(steps, n, obs_dim, generator=g, dtype=dtype)
+    if discrete_actions is None:
+        actions = torch.randn(steps, n, action_dim, generator=g, dtype=dtype)
+    else:
+        actions = torch.randint(0, discrete_actions, (steps, n), generator=g)
+    mask = torch.ones(steps, n, dtype=dtype)
+    if terminate:
+        lengths = torch.randint(2, steps + 1, (n,), generator=g)
+        mask = (torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)).to(dtype)
+    rewards = torch.randn(steps, n, generator=g, dtype=dtype) * mask
+    episodes = Episodes(observations=obs, actions=actions, rewards=rewards, mask=mask, num_tasks=num_tasks)
+    return with_advantages(episodes, gamma=0.9, gae_lambda=0.95)
+
+
+@pytest.fixture
+def gaussian_policy() -> GaussianMLPPolicy:
+    return GaussianMLPPolicy(2, 2, hidden_sizes=(6,), activation="tanh", init_std=0.8,
+                             generator=torch.Generator().manual_seed(3)).double()
+
+
+@pytest.fixture
+def categorical_policy() -> CategoricalMLPPolicy:
+    return CategoricalMLPPolicy(2, 3, hidden_sizes=(6,), activation="tanh",
+                                generator=torch.Generator().manual_seed(4)).double()

@@ -1,0 +1,121 @@
+"""End to end: reproducibility, a short learning run on 2D navigation, run-directory outputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from maml_rl.checkpoint import list_checkpoints, load_checkpoint
+from maml_rl.config import load_config
+from maml_rl.logging import read_metrics
+from maml_rl.trainer import Trainer, TrainingError
+
+SMALL = [
+    "maml.meta_batch_size=8",
+    "maml.fast_batch_size=8",
+    "policy.hidden_sizes=[32, 32]",
+    "train.checkpoint_every=2",
+]
+
+
+def small_config(*extra, path="experiments/navigation-2d/paper.yaml"):
+    return load_config(path, [*SMALL, *extra])
+
+
+def test_same_seed_same_metrics_bit_for_bit(tmp_path):
+    config = small_config("train.num_iterations=3", "env.horizon=20")
+    first = Trainer(config, tmp_path / "a").train(progress=False)
+    second = Trainer(config, tmp_path / "b").train(progress=False)
+    keys = [k for k in first[0] if not k.startswith(("time/", "env/steps_per_second"))]
+    assert [[row[k] for k in keys] for row in first] == [[row[k] for k in keys] for row in second]
+    other = Trainer(small_config("train.num_iterations=3", "env.horizon=20", "train.seed=2"), tmp_path / "c")
+    third = other.train(progress=False)
+    assert third[0]["returns/pre_adapt_mean"] != first[0]["returns/pre_adapt_mean"]
+
+
+def test_run_directory_holds_config_metrics_checkpoints_and_tensorboard(tmp_path):
+    config = small_config("train.num_iterations=3", "env.horizon=10")
+    Trainer(config, tmp_path).train(progress=False)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == config.to_dict()
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [row["iteration"] for row in rows] == [1, 2, 3]
+    for name in ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/kl_after", "trpo/cg_residual",
+                 "trpo/line_search_steps", "policy/std", "env/steps", "env/steps_per_second",
+                 "time/sampling", "time/adaptation", "time/outer"):
+        assert all(math.isfinite(row[name]) for row in rows), name
+    assert rows[0]["env/steps"] <= 2 * 64 * 10
+    assert sorted(list_checkpoints(tmp_path)) == [2, 3]
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    iteration, state = load_checkpoint(tmp_path)
+    assert iteration == 3 and state["config"] == config.to_dict()
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    config = small_config("train.num_iterations=1", "env.horizon=5")
+    Trainer(config, tmp_path).train(progress=False)
+    before = (tmp_path / "metrics.csv").read_text()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        Trainer(config, tmp_path)
+    assert (tmp_path / "metrics.csv").read_text() == before
+
+
+def test_non_finite_reward_stops_with_diagnostic_and_keeps_checkpoint(tmp_path, monkeypatch):
+    config = small_config("train.num_iterations=4", "env.horizon=5", "train.checkpoint_every=1")
+    trainer = Trainer(config, tmp_path)
+    real_step = trainer.env.step
+    calls = {"n": 0}
+
+    def poisoned_step(actions):
+        obs, reward, terminated, truncated, info = real_step(actions)
+        calls["n"] += 1
+        if calls["n"] > 2 * 5 * 2:  # after two meta-iterations (train + valid, 5 steps each)
+            reward = reward.clone()
+            reward[0] = float("nan")
+        return obs, reward, terminated, truncated, info
+
+    monkeypatch.setattr(trainer.env, "step", poisoned_step)
+    with pytest.raises(TrainingError, match=r"iteration 3: non-finite rewards.*last good checkpoint: iteration 2"):
+        trainer.train(progress=False)
+    assert sorted(list_checkpoints(tmp_path)) == [1, 2]
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 2
+
+
+def test_short_navigation_run_improves_post_adaptation_return(tmp_path):
+    config = small_config("train.num_iterations=15", "maml.meta_batch_size=10", "maml.fast_batch_size=10")
+    history = Trainer(config, tmp_path).train(progress=False)
+    post = np.array([row["returns/post_adapt_mean"] for row in history])
+    pre = np.array([row["returns/pre_adapt_mean"] for row in history])
+    last_post, last_pre = post[-3:].mean(), pre[-3:].mean()
+    assert last_post > last_pre + 3.0, (pre, post)  # adaptation helps
+    assert last_post > post[0] + 15.0, post  # meta-training helped the adapted policy
+
+
+@pytest.mark.slow
+def test_navigation_paper_preset_learns(tmp_path):
+    """Longer run of the paper preset (20 tasks x 20 episodes): the post-adaptation return climbs past -20."""
+    config = load_config("experiments/navigation-2d/paper.yaml", ["train.num_iterations=40"])
+    history = Trainer(config, tmp_path).train(progress=False)
+    post = [row["returns/post_adapt_mean"] for row in history]
+    assert np.mean(post[-5:]) > -20.0, post
+
+
+def test_bandit_and_tabular_mdp_configs_train(tmp_path):
+    for name in ("bandit/k5-n10", "tabular-mdp/paper"):
+        config = load_config(f"experiments/{name}.yaml", ["train.num_iterations=2", "maml.meta_batch_size=4"])
+        history = Trainer(config, tmp_path / name.replace("/", "-")).train(progress=False)
+        assert all(math.isfinite(row["returns/post_adapt_mean"]) for row in history)
+        assert history[0]["policy/std"] != history[0]["policy/std"]  # categorical policy: no std (NaN)
+
+
+def test_gpu_training_matches_cpu_behaviour(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    config = small_config("train.num_iterations=15", "train.device=cuda")
+    history = Trainer(config, tmp_path).train(progress=False)
+    post = [row["returns/post_adapt_mean"] for row in history]
+    assert np.mean(post[-3:]) > post[0] + 15.0
+
+
+test_gpu_training_matches_cpu_behaviour = pytest.mark.gpu(test_gpu_training_matches_cpu_behaviour)

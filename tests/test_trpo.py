@@ -1,0 +1,189 @@
+"""TRPO pieces: Fisher-vector products against explicit Hessians, conjugate gradient, line search, the step."""
+
+import copy
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from maml_rl.metalearners import MAMLTRPO, TrpoSettings
+from maml_rl.optim.trpo import (
+    conjugate_gradient,
+    gauss_newton_vector_product,
+    hessian_vector_product,
+    line_search,
+)
+from maml_rl.policies import batched_forward, task_params
+from tests.conftest import random_episodes
+
+
+def test_conjugate_gradient_solves_random_spd_system():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(12, 12, generator=g, dtype=torch.float64)
+    spd = a @ a.T + 0.5 * torch.eye(12, dtype=torch.float64)
+    b = torch.randn(12, generator=g, dtype=torch.float64)
+    result = conjugate_gradient(lambda v: spd @ v, b, iterations=50, tolerance=1e-20)
+    torch.testing.assert_close(result.x, torch.linalg.solve(spd, b), rtol=1e-8, atol=1e-8)
+    assert result.residual_norm < 1e-8
+
+
+def test_conjugate_gradient_reports_residual_after_few_iterations():
+    spd = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    b = torch.ones(20, dtype=torch.float64)
+    result = conjugate_gradient(lambda v: spd @ v, b, iterations=3)
+    assert result.residual_norm == pytest.approx(float((b - spd @ result.x).norm()), rel=1e-6)
+    assert result.residual_norm > 1e-3  # 3 iterations cannot solve a 20-eigenvalue system
+
+
+def test_line_search_backtracks_and_rejects():
+    tried = []
+
+    def evaluate(fraction):
+        tried.append(fraction)
+        return (-1.0, 0.5) if fraction > 0.3 else (-1.0, 0.001)  # KL too large until fraction <= 0.3
+
+    result = line_search(evaluate, old_loss=0.0, max_kl=0.01, max_steps=10, backtrack=0.5)
+    assert result.accepted and result.step_fraction == 0.25 and result.steps_taken == 3
+    assert tried == [1.0, 0.5, 0.25]
+    never = line_search(lambda f: (1.0, 0.0), old_loss=0.0, max_kl=0.01, max_steps=4, backtrack=0.5)
+    assert not never.accepted and never.steps_taken == 4
+
+
+def _kl_objective(policy, episodes, old_dist, num_inner_steps):
+    """KL(π_old' ‖ π_θ') as a function of the flat parameter vector θ (float64), through adaptation."""
+    learner = MAMLTRPO(policy, fast_lr=0.3, first_order=False, trpo=TrpoSettings())
+    names = [n for n, _ in policy.named_parameters()]
+    shapes = [p.shape for _, p in policy.named_parameters()]
+
+    def unflatten(flat):
+        out, i = {}, 0
+        for name, shape in zip(names, shapes, strict=True):
+            size = int(torch.tensor(shape).prod())
+            out[name] = flat[i : i + size].view(shape)
+            i += size
+        return out
+
+    def kl_of(flat):
+        params = unflatten(flat)
+        dist = learner.validation_dist(params, [episodes] * num_inner_steps, episodes, create_graph=True)
+        return learner.kl(old_dist, dist, episodes), dist
+
+    return learner, kl_of, unflatten
+
+
+@pytest.mark.parametrize("num_inner_steps", [0, 1, 2])
+def test_fisher_vector_product_equals_explicit_kl_hessian(gaussian_policy, num_inner_steps):
+    episodes = random_episodes(seed=5)
+    theta = torch.cat([p.detach().reshape(-1) for p in gaussian_policy.parameters()])
+    learner, kl_of, unflatten = _kl_objective(gaussian_policy, episodes, None, num_inner_steps)
+    with torch.no_grad():
+        params = unflatten(theta)
+        old_dist = tuple(x.detach() for x in learner.validation_dist(params, [episodes] * num_inner_steps,
+                                                                     episodes, create_graph=False))
+    _, kl_of, _ = _kl_objective(gaussian_policy, episodes, old_dist, num_inner_steps)
+    hessian = torch.autograd.functional.hessian(lambda t: kl_of(t)[0], theta)
+    vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = hessian @ vector
+
+    leaf = theta.clone().requires_grad_()
+    kl, dist = kl_of(leaf)
+    gn = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes), damping=0.0)
+    torch.testing.assert_close(gn(vector), expected, rtol=1e-7, atol=1e-9)
+    hvp = hessian_vector_product(kl, [leaf], damping=0.0)
+    torch.testing.assert_close(hvp(vector), expected, rtol=1e-7, atol=1e-9)
+    # damping adds damping * v
+    gn_damped = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes), damping=0.1)
+    torch.testing.assert_close(gn_damped(vector), expected + 0.1 * vector, rtol=1e-7, atol=1e-9)
+    assert expected.norm() > 1e-3  # the test is not vacuous
+
+
+def test_fisher_vector_product_for_categorical_policy(categorical_policy):
+    episodes = random_episodes(discrete_actions=3, seed=6)
+    params = dict(categorical_policy.named_parameters())
+    names = list(params)
+    theta = torch.cat([p.detach().reshape(-1) for p in params.values()])
+    sizes = [p.numel() for p in params.values()]
+
+    def dist_of(flat):
+        pieces = {n: x.view_as(params[n]) for n, x in zip(names, torch.split(flat, sizes), strict=True)}
+        obs = episodes.observations.reshape(-1, 2)
+        return (functional_call(categorical_policy, pieces, (obs,))[0],)
+
+    old = tuple(x.detach() for x in dist_of(theta))
+
+    def kl_of(flat):
+        return categorical_policy.kl(old, dist_of(flat)).mean()
+
+    hessian = torch.autograd.functional.hessian(kl_of, theta)
+    vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    leaf = theta.clone().requires_grad_()
+    gn = gauss_newton_vector_product(dist_of(leaf), [leaf], lambda d: categorical_policy.kl(old, tuple(d)).mean())
+    torch.testing.assert_close(gn(vector), hessian @ vector, rtol=1e-7, atol=1e-10)
+
+
+def _valid_kl(learner, policy, old_params, train, valid):
+    with torch.no_grad():
+        old = learner.validation_dist(old_params, train, valid, create_graph=False)
+        new = learner.validation_dist(dict(policy.named_parameters()), train, valid, create_graph=False)
+        return float(learner.kl(old, new, valid))
+
+
+@pytest.mark.parametrize("max_kl", [1e-3, 1e-2])
+def test_outer_step_respects_trust_region(gaussian_policy, max_kl):
+    train, valid = random_episodes(seed=7), random_episodes(seed=8)
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings(max_kl=max_kl))
+    before = {n: p.detach().clone() for n, p in gaussian_policy.named_parameters()}
+    metrics = learner.step([train], valid)
+    kl = _valid_kl(learner, gaussian_policy, before, [train], valid)
+    if metrics["trpo/step_accepted"]:
+        assert 0 < kl <= max_kl * (1 + 1e-9)
+        assert metrics["trpo/kl_after"] == pytest.approx(kl, rel=1e-9)
+        assert metrics["trpo/surrogate_after"] < metrics["trpo/surrogate_before"]
+    else:
+        for name, p in gaussian_policy.named_parameters():
+            assert torch.equal(p, before[name])
+
+
+def test_rejected_outer_step_restores_parameters(gaussian_policy, monkeypatch):
+    import maml_rl.metalearners.maml_trpo as module
+
+    train, valid = random_episodes(seed=7), random_episodes(seed=8)
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings(ls_max_steps=3))
+    before = copy.deepcopy(gaussian_policy.state_dict())
+    real_line_search = module.line_search
+    moved = []
+
+    def rejecting(evaluate, old_loss, max_kl, max_steps, backtrack):
+        real_line_search(evaluate, old_loss, max_kl, max_steps, backtrack)  # moves the parameters around
+        moved.append(not all(torch.equal(p, before[n]) for n, p in gaussian_policy.state_dict().items()))
+        return module.LineSearchResult(False, 0.0, max_steps, 1.0, 1.0)
+
+    monkeypatch.setattr(module, "line_search", rejecting)
+    metrics = learner.step([train], valid)
+    assert moved == [True] and metrics["trpo/step_accepted"] == 0.0
+    for name, p in gaussian_policy.state_dict().items():
+        assert torch.equal(p, before[name])
+
+
+def test_zero_gradient_keeps_parameters(gaussian_policy):
+    train, valid = random_episodes(seed=7), random_episodes(seed=8)
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings())
+    before = copy.deepcopy(gaussian_policy.state_dict())
+    metrics = learner.step([train], valid.replace(advantages=torch.zeros_like(valid.advantages)))
+    assert metrics["trpo/step_accepted"] == 0.0 and metrics["trpo/grad_norm"] == 0.0
+    for name, p in gaussian_policy.state_dict().items():
+        assert torch.equal(p, before[name])
+
+
+def test_batched_forward_matches_per_task_calls(gaussian_policy):
+    g = torch.Generator().manual_seed(0)
+    params = {n: p.detach() + 0.1 * torch.randn((3, *p.shape), generator=g, dtype=p.dtype)
+              for n, p in gaussian_policy.named_parameters()}
+    obs = torch.randn(3, 5, 2, generator=g, dtype=torch.float64)
+    mean, log_std = batched_forward(gaussian_policy, params, obs)
+    for m in range(3):
+        single = functional_call(gaussian_policy, {n: p[m] for n, p in params.items()}, (obs[m],))
+        torch.testing.assert_close(mean[m], single[0])
+        torch.testing.assert_close(log_std[m], single[1])
+    with pytest.raises(ValueError, match="task rows"):
+        batched_forward(gaussian_policy, task_params(dict(gaussian_policy.named_parameters()), 2), obs)
