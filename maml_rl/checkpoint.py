@@ -71,6 +71,29 @@ def load_checkpoint(run_dir: str | Path, iteration: int | None = None) -> tuple[
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many types for corrupt files
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}: {error})") from error
-    if not isinstance(state, dict) or "policy" not in state or "iteration" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("policy"), dict) or "iteration" not in state:
         raise CheckpointError(f"checkpoint {path} is not a maml-rl checkpoint")
     return iteration, state
+
+
+def check_fits(state: dict[str, Any], family: str, policy: torch.nn.Module, where: str | Path) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` comes from ``family`` and matches ``policy``'s shapes.
+
+    Args:
+        state: a loaded checkpoint (:func:`load_checkpoint`).
+        family: the task family the run's config names.
+        policy: a policy built from the run's config; its parameter names and shapes are compared.
+        where: the checkpoint's path or run directory, for the message.
+    """
+    saved_family = state.get("family")
+    if saved_family != family:
+        raise CheckpointError(f"checkpoint {where} is from task family {saved_family!r}, the config says {family!r}")
+    expected = {name: tuple(value.shape) for name, value in policy.state_dict().items()}
+    saved = {name: tuple(getattr(value, "shape", ())) for name, value in state["policy"].items()}
+    if saved != expected:
+        differ = sorted(name for name in expected.keys() | saved.keys() if expected.get(name) != saved.get(name))
+        details = ", ".join(f"{name}: {list(saved[name]) if name in saved else 'missing'} vs "
+                            f"{list(expected[name]) if name in expected else 'unexpected'}" for name in differ[:3])
+        raise CheckpointError(
+            f"checkpoint {where} does not fit the config's policy (checkpoint vs config: {details})"
+        )

@@ -1,12 +1,20 @@
-"""``maml-rl`` command line: ``train`` (and the evaluation tools built on it).
+"""``maml-rl`` command line: ``train``, ``evaluate`` and ``plot``.
 
-Every user error (bad config key or value, unknown family, missing GPU, unusable checkpoint) ends the command
-with one line ``maml-rl: error: …`` on stderr and exit status 2, before any work starts.
+    maml-rl train [CONFIG] [--output RUN_DIR] [--seed S] [--set KEY=VALUE …]
+    maml-rl train --resume RUN_DIR [--allow-config-change]
+    maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--seed 0]
+                     [--compare RUN_DIR …] [--random] [--output DIR]
+    maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
+
+Every user error (bad config key or value, unknown family, missing GPU, unusable checkpoint, unknown metric) ends
+the command with one line ``maml-rl: error: …`` on stderr and exit status 2, before any work starts and without
+overwriting anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +46,7 @@ def _default_output(config_path: Path, seed: int) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from maml_rl.checkpoint import list_checkpoints
     from maml_rl.trainer import CONFIG_FILE, Trainer
 
     overrides = list(args.set or [])
@@ -47,8 +56,9 @@ def _train(args: argparse.Namespace) -> int:
         overrides.append(f"train.device={args.device}")
     if args.resume is not None:
         run_dir = Path(args.resume)
-        if args.config is not None:
-            raise UsageError("--resume continues a run with its own config.yaml; do not pass CONFIG")
+        if args.config is not None or args.output is not None:
+            raise UsageError("--resume continues a run in its own directory with its own config.yaml; "
+                             "do not pass CONFIG or --output")
         saved = run_dir / CONFIG_FILE
         if not saved.is_file():
             raise UsageError(f"--resume: {run_dir} is not a run directory (no {CONFIG_FILE})")
@@ -60,10 +70,18 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = Path(args.output) if args.output else _default_output(config_path, config.train.seed)
     trainer = Trainer(config, run_dir, resume=args.resume is not None)
     print(f"run directory: {run_dir}", file=sys.stderr)
+    if trainer.iteration >= config.train.num_iterations:
+        print(f"the run has completed its {config.train.num_iterations} iterations; to continue, resume with "
+              "--set train.num_iterations=N", file=sys.stderr)
     try:
         trainer.train(progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted; the last completed iteration is checkpointed in {run_dir}", file=sys.stderr)
+        last = max(list_checkpoints(run_dir), default=None)
+        if last is None:
+            print("interrupted before the first iteration completed; nothing to resume", file=sys.stderr)
+        else:
+            print(f"interrupted; the last completed iteration ({last}) is checkpointed in {run_dir}; continue with "
+                  f"maml-rl train --resume {run_dir}", file=sys.stderr)
         return 130
     return 0
 
@@ -72,19 +90,70 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
     from maml_rl.checkpoint import load_checkpoint
 
     _, state = load_checkpoint(run_dir)
-    if state["config"] != config.to_dict() and not allow_change:
-        saved = state["config"]
+    saved = {**state["config"], "train": {**state["config"].get("train", {})}}
+    current = config.to_dict()
+    # Extending a run (more iterations) changes nothing already computed: no confirmation needed.
+    saved["train"]["num_iterations"] = current["train"]["num_iterations"]
+    if saved != current and not allow_change:
         changed = sorted(
             f"{section}.{key}"
             for section, values in config.to_dict().items()
             if isinstance(values, dict)
             for key, value in values.items()
             if saved.get(section, {}).get(key) != value
-        ) + [key for key in ("algorithm",) if saved.get(key) != config.to_dict()[key]]
+        ) + [key for key in ("algorithm",) if saved.get(key) != current[key]]
         raise UsageError(
             f"--resume: the config differs from the one the checkpoint was trained with ({', '.join(changed)}); "
             "pass --allow-config-change to continue anyway"
         )
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from maml_rl import evaluation
+    from maml_rl.build import resolve_device
+
+    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)
+    primary = evaluation.load_run(args.run_dir, args.checkpoint)
+    rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
+    if args.random:
+        rows.append(evaluation.random_row(primary.config, protocol))
+    rows = evaluation.unique_labels(rows)
+    evaluation.check_comparable(rows)
+    if args.output:
+        output = evaluation.check_output(args.output)
+    else:
+        output = evaluation.default_output(args.run_dir, primary.source["checkpoint"], compare=len(rows) > 1)
+    device = resolve_device(args.device or primary.config.train.device)
+    torch.set_num_threads(primary.config.train.num_threads or len(os.sched_getaffinity(0)))  # as the trainer
+    curves = []
+    try:
+        for row in rows:
+            print(f"evaluating {row.label} ({'k = 0 only' if row.oracle else f'k = 0 … {protocol.num_steps}'})",
+                  file=sys.stderr)
+            curves.append(evaluation.evaluate_row(row, protocol, device))
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    evaluation.write_outputs(output, curves, protocol, family=primary.config.env.family)
+    print(evaluation.table(curves))
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from maml_rl.plotting import learning_curves, save_png
+
+    figure = learning_curves(args.run_dirs, args.metric)
+    if args.output:
+        output = Path(args.output)
+    else:
+        parent = Path(os.path.commonpath([Path(run_dir).resolve() for run_dir in args.run_dirs]))
+        output = parent / f"learning-curves-{args.metric.replace('/', '-')}.png"
+    save_png(figure, output)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="meta-train a policy (MAML-TRPO) or a pretrained baseline")
     train.add_argument("config", nargs="?", help=f"YAML config path or name under experiments/ "
                                                  f"(default: {DEFAULT_CONFIG})")
-    train.add_argument("--output", help="run directory (default: runs/<config>-seed<N>-<time>)")
+    train.add_argument("--output", help="run directory (default: runs/<config>-seed<N>-<time>); give runs to be "
+                                        "compared one parent (runs/a, runs/b) and `tensorboard --logdir runs` "
+                                        "shows them side by side")
     train.add_argument("--seed", type=int, help="overrides train.seed")
     train.add_argument("--device", help="cpu, cuda or cuda:N (overrides train.device)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. "
@@ -104,6 +175,38 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --resume: continue even if the config differs from the checkpoint's")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="adaptation curves on held-out tasks (k = 0 … K), optionally beside other policies",
+        description="Sample E episodes on each of N held-out tasks, adapt one step (alpha, then alpha/2), repeat "
+                    "for k = 0 … K; writes adaptation.json/.csv/.png and TensorBoard events.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    evaluate.add_argument("--checkpoint", type=int, metavar="N", help="iteration of RUN_DIR's checkpoint "
+                                                                      "(default: the latest)")
+    evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default: 40)")
+    evaluate.add_argument("--steps", type=int, default=3, help="adaptation steps K (default: 3)")
+    evaluate.add_argument("--episodes", type=int, default=20, help="episodes per task and step (default: 20)")
+    evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed; a stream training never uses "
+                                                             "(default: 0)")
+    evaluate.add_argument("--compare", nargs="+", action="extend", metavar="RUN_DIR",
+                          help="more runs (latest checkpoints) on the same plot and table: pretrained, oracle "
+                               "(env.options.oracle: evaluated at k = 0 only), other seeds")
+    evaluate.add_argument("--random", action="store_true",
+                          help="add a randomly initialized policy of RUN_DIR's config (seeded by --seed)")
+    evaluate.add_argument("--output", metavar="DIR", help="output directory (default: RUN_DIR/eval-iterN, or "
+                                                          "RUN_DIR/compare-iterN with comparison rows; never "
+                                                          "overwritten)")
+    evaluate.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's train.device)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    plot = commands.add_parser("plot", help="learning curves of several runs from their metrics.csv")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
+    plot.add_argument("--metric", default="returns/post_adapt_mean",
+                      help="a metrics.csv column (default: returns/post_adapt_mean)")
+    plot.add_argument("--output", metavar="FILE", help="PNG file (default: learning-curves-<metric>.png in the "
+                                                       "runs' common parent directory)")
+    plot.set_defaults(handler=_plot)
     return parser
 
 
@@ -111,11 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from maml_rl.checkpoint import CheckpointError
+    from maml_rl.evaluation import EvaluationError
+    from maml_rl.plotting import PlotError
     from maml_rl.trainer import TrainingError
 
     try:
         return args.handler(args)
-    except (ConfigError, UsageError, CheckpointError) as error:
+    except (ConfigError, UsageError, CheckpointError, EvaluationError, PlotError) as error:
         print(f"maml-rl: error: {error}", file=sys.stderr)
         return 2
     except TrainingError as error:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import time
 from contextlib import contextmanager
@@ -21,7 +22,14 @@ import envs
 from maml_rl.adaptation import adapt
 from maml_rl.advantages import with_advantages
 from maml_rl.build import Generators, build_family, build_policy, horizon_of, resolve_device
-from maml_rl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from maml_rl.checkpoint import (
+    CheckpointError,
+    check_fits,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from maml_rl.config import Config, save_config
 from maml_rl.episodes import Episodes
 from maml_rl.logging import MetricsLogger
@@ -30,6 +38,8 @@ from maml_rl.policies import task_params
 from maml_rl.sampling import sample_episodes
 
 CONFIG_FILE = "config.yaml"
+#: metrics shown beside the hyperparameters in TensorBoard's HPARAMS tab
+HPARAM_METRICS = ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/kl_after")
 
 
 class TrainingError(RuntimeError):
@@ -61,7 +71,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.train.device)
         self.family = build_family(config)
-        torch.set_num_threads(config.train.num_threads)
+        self.learner_threads = config.train.num_threads or len(os.sched_getaffinity(0))
+        torch.set_num_threads(self.learner_threads)
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
         self.num_inner_steps = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
@@ -86,6 +97,7 @@ class Trainer:
         self.logger = MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None)
         if not resume:
             self.logger.log_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
+            self.logger.log_hparams(config.to_dict(), HPARAM_METRICS)
 
     # ------------------------------------------------------------------------------ state
 
@@ -100,6 +112,11 @@ class Trainer:
 
     def _restore(self) -> None:
         iteration, state = load_checkpoint(self.run_dir)
+        check_fits(state, self.config.env.family, self.policy, checkpoint_path(self.run_dir, iteration))
+        if "generators" not in state:
+            raise CheckpointError(f"the latest checkpoint in {self.run_dir} has no generator states; cannot resume")
+        if state.get("config") != self.config.to_dict():  # allowed by the caller: config.yaml follows the run
+            save_config(self.config, self.run_dir / CONFIG_FILE)
         self.policy.load_state_dict(state["policy"])
         self.generators.load_state_dict(state["generators"])
         self.iteration = iteration
@@ -112,10 +129,14 @@ class Trainer:
     # ------------------------------------------------------------------------------ one meta-iteration
 
     def _sample(self, params: dict[str, torch.Tensor]) -> Episodes:
-        episodes = sample_episodes(
-            self.env, self.policy, params, self.num_tasks, self.generators.actions,
-            seed=self.generators.next_reset_seed(), action_scale=self.config.env.action_scale,
-        )
+        torch.set_num_threads(1)
+        try:
+            episodes = sample_episodes(
+                self.env, self.policy, params, self.num_tasks, self.generators.actions,
+                seed=self.generators.next_reset_seed(), action_scale=self.config.env.action_scale,
+            )
+        finally:
+            torch.set_num_threads(self.learner_threads)
         _check_episodes(episodes)
         return episodes
 

@@ -254,7 +254,8 @@ def test_gymnasium_check_env(kwargs):
 
 
 def test_single_env_episode():
-    env = gym.make("TabularMDP-v0", task=cyclic_task(1))
+    one_task = {key: value[0] for key, value in cyclic_task(1).items()}  # a single task: no task dimension
+    env = gym.make("TabularMDP-v0", task=one_task)
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, np.eye(S)[0])
     state = 0

@@ -1,0 +1,352 @@
+"""Adaptation curves on held-out tasks (DESIGN §6).
+
+    checkpoint -> held-out tasks (evaluation seed) -> for k = 0 … K: sample E episodes per task with θ_k,
+    record each task's mean return, advantages, θ_{k+1} = adapt(θ_k, α_k) -> curve (CSV/JSON, PNG, TensorBoard)
+
+``α_0 = maml.fast_lr`` of the evaluated run and ``α_k = α_0 / 2`` after, as in the paper's protocol. The tasks,
+environment resets and action noise come from a seed stream that training never draws from (see
+:func:`evaluation_streams`), and every row of a comparison (MAML, pretrained, random, oracle) gets the same
+tasks from the same evaluation seed.
+
+>>> row = load_run("runs/nav-seed1")                                   # latest checkpoint
+>>> curve = evaluate_row(row, Protocol(num_tasks=40, num_steps=3, episodes_per_task=20))
+>>> curve.mean, curve.stderr                                           # [K + 1] each
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import envs
+from maml_rl.adaptation import adapt
+from maml_rl.advantages import with_advantages
+from maml_rl.build import build_family, build_policy, horizon_of
+from maml_rl.checkpoint import CheckpointError, check_fits, checkpoint_path, load_checkpoint
+from maml_rl.config import Config, load_config
+from maml_rl.logging import write_adaptation_results
+from maml_rl.plotting import adaptation_figure, figure_to_rgb, save_png
+from maml_rl.policies import Policy, task_params
+from maml_rl.sampling import sample_episodes
+
+#: spawn key of the evaluation seed stream; training spawns its streams with keys (0,) … (3,), never this one
+EVAL_STREAM = 0xE7A1
+CONFIG_FILE = "config.yaml"  # the run directory's resolved config (maml_rl.trainer.CONFIG_FILE)
+RESULT_FILES = ("adaptation.json", "adaptation.csv", "adaptation.png")
+
+
+class EvaluationError(ValueError):
+    """An evaluation request cannot be carried out (bad run directory, incompatible runs, bad protocol)."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol (DESIGN §6).
+
+    Attributes:
+        num_tasks: held-out tasks ``n`` (standard errors need at least 2).
+        num_steps: adaptation steps ``K``; the curve has ``K + 1`` points.
+        episodes_per_task: episodes ``E`` sampled per task at every step.
+        seed: evaluation seed; the same seed gives the same tasks to every evaluated policy.
+    """
+
+    num_tasks: int = 40
+    num_steps: int = 3
+    episodes_per_task: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_tasks < 2:
+            raise EvaluationError(f"--tasks must be >= 2 (the standard error is over tasks), got {self.num_tasks}")
+        if self.num_steps < 0:
+            raise EvaluationError(f"--steps must be >= 0, got {self.num_steps}")
+        if self.episodes_per_task < 1:
+            raise EvaluationError(f"--episodes must be >= 1, got {self.episodes_per_task}")
+        if self.seed < 0:
+            raise EvaluationError(f"--seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One policy to evaluate: a checkpoint of a run, or a fresh initialization.
+
+    Attributes:
+        label: the name in tables, legends and TensorBoard tags.
+        config: the run's config (policy structure, family, horizon, ``α``, ``γ``, ``λ``).
+        policy: the policy module holding the parameters ``θ_0``.
+        oracle: the policy sees the task in its observation; it is evaluated at ``k = 0`` only.
+        source: where the parameters come from (``run_dir``, ``checkpoint``, ``algorithm``), for the outputs.
+    """
+
+    label: str
+    config: Config
+    policy: Policy
+    oracle: bool = False
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdaptationCurve:
+    """Returns of one policy over adaptation steps.
+
+    Attributes:
+        label: the row's label.
+        returns: ``[K + 1, n]`` mean undiscounted episode return of each task after ``k`` steps.
+        step_sizes: ``[K]`` the inner step sizes ``α_k`` used.
+        source: the row's provenance.
+    """
+
+    label: str
+    returns: np.ndarray
+    step_sizes: tuple[float, ...]
+    source: dict[str, Any]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """``[K + 1]`` mean return over tasks."""
+        return self.returns.mean(axis=1)
+
+    @property
+    def stderr(self) -> np.ndarray:
+        """``[K + 1]`` standard error of the mean over tasks (``std(ddof=1) / √n``)."""
+        return self.returns.std(axis=1, ddof=1) / np.sqrt(self.returns.shape[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``adaptation.json``: provenance, step sizes and, per step, mean, stderr, returns."""
+        steps = [
+            {"step": k, "mean": float(m), "stderr": float(s), "returns": [float(r) for r in row]}
+            for k, (m, s, row) in enumerate(zip(self.mean, self.stderr, self.returns, strict=True))
+        ]
+        return {"label": self.label, **self.source, "step_sizes": list(self.step_sizes), "steps": steps}
+
+
+@dataclass
+class EvaluationStreams:
+    """The random streams of one evaluation, from ``SeedSequence(seed, spawn_key=(EVAL_STREAM,))``.
+
+    Attributes:
+        tasks: draws the held-out tasks.
+        resets: draws the seed of every environment reset.
+        actions: action noise, on the evaluation device.
+        init: seeds the random-initialization row.
+    """
+
+    tasks: np.random.Generator
+    resets: np.random.Generator
+    actions: torch.Generator
+    init: torch.Generator
+
+
+def evaluation_streams(seed: int, device: torch.device) -> EvaluationStreams:
+    """Streams no training run can produce: training spawns ``SeedSequence(s)`` children with keys ``(i,)``,
+    these have keys ``(EVAL_STREAM, i)``, so they differ for every pair of training and evaluation seeds."""
+    task_seq, reset_seq, action_seq, init_seq = np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,)).spawn(4)
+
+    def torch_seed(sequence: np.random.SeedSequence) -> int:
+        return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+    return EvaluationStreams(
+        tasks=np.random.default_rng(task_seq),
+        resets=np.random.default_rng(reset_seq),
+        actions=torch.Generator(device=device).manual_seed(torch_seed(action_seq)),
+        init=torch.Generator().manual_seed(torch_seed(init_seq)),
+    )
+
+
+def step_sizes(fast_lr: float, num_steps: int) -> tuple[float, ...]:
+    """``(α, α/2, α/2, …)``: ``num_steps`` inner step sizes of the paper's evaluation protocol."""
+    return tuple(fast_lr if k == 0 else fast_lr / 2 for k in range(num_steps))
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Sample with one intra-op thread (DESIGN §7: OpenMP spinning slows small policy calls)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def adaptation_returns(
+    policy: Policy, config: Config, protocol: Protocol, num_steps: int, device: torch.device
+) -> np.ndarray:
+    """Run the protocol for one policy: ``[num_steps + 1, n]`` per-task mean returns after ``k`` steps.
+
+    Every step samples ``E`` episodes for all ``n`` tasks with one batched call (``n × E`` sub-environments),
+    then takes one inner step with :func:`maml_rl.adaptation.adapt`.
+
+    Args:
+        policy: holds ``θ_0`` (not modified).
+        config: the run's config (family and options, horizon, action scale, ``α``, ``γ``, ``λ``).
+        protocol: tasks, episodes and seed.
+        num_steps: ``K`` (the protocol's, or 0 for an oracle).
+        device: where the environment and the policy run.
+    """
+    family = build_family(config)
+    streams = evaluation_streams(protocol.seed, device)
+    n, per_task = protocol.num_tasks, protocol.episodes_per_task
+    env = family.make_vector_env(n * per_task, max_episode_steps=horizon_of(config, family), device=device)
+    env.set_tasks(envs.repeat_tasks(family.sample_tasks(n, streams.tasks), per_task))
+    maml = config.maml
+    params = task_params({name: p.detach() for name, p in policy.named_parameters()}, n)
+    returns = []
+    for k, alpha in enumerate([*step_sizes(maml.fast_lr, num_steps), None]):
+        with _one_thread():
+            episodes = sample_episodes(
+                env, policy, params, n, streams.actions, seed=int(streams.resets.integers(2**31 - 1)),
+                action_scale=config.env.action_scale,
+            )
+        task_returns = episodes.task_returns()
+        if not bool(torch.isfinite(task_returns).all()):
+            raise EvaluationError(f"non-finite returns at adaptation step {k}")
+        returns.append(task_returns.cpu().numpy().astype(np.float64))
+        if alpha is not None:
+            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
+            params = adapt(policy, params, [episodes], alpha, create_graph=False)
+    return np.stack(returns)
+
+
+def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu") -> AdaptationCurve:
+    """The adaptation curve of one row; an oracle row gets ``k = 0`` only."""
+    device = torch.device(device)
+    num_steps = 0 if row.oracle else protocol.num_steps
+    policy = row.policy.to(device)
+    returns = adaptation_returns(policy, row.config, protocol, num_steps, device)
+    return AdaptationCurve(row.label, returns, step_sizes(row.config.maml.fast_lr, num_steps), row.source)
+
+
+# ------------------------------------------------------------------------------------------- rows
+
+
+def _kind(config: Config) -> str:
+    return "oracle" if config.env.options.get("oracle") is True else config.algorithm
+
+
+def load_run(run_dir: str | Path, checkpoint: int | None = None) -> Row:
+    """A row from a run directory's ``config.yaml`` and one of its checkpoints (None: the latest).
+
+    Raises:
+        EvaluationError: not a run directory.
+        CheckpointError: no checkpoint, an unreadable one, or one that does not fit the config.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise EvaluationError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    config = load_config(run_dir / CONFIG_FILE)
+    iteration, state = load_checkpoint(run_dir, checkpoint)
+    family = build_family(config)
+    policy = build_policy(config, family, generator=None)
+    check_fits(state, config.env.family, policy, checkpoint_path(run_dir, iteration))
+    try:
+        policy.load_state_dict(state["policy"])
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(f"checkpoint of iteration {iteration} in {run_dir} does not load: {error}") from error
+    kind = _kind(config)
+    source = {"run_dir": str(run_dir), "checkpoint": iteration, "algorithm": config.algorithm,
+              "oracle": kind == "oracle"}
+    return Row(f"{kind} ({run_dir.name}, iter {iteration})", config, policy, kind == "oracle", source)
+
+
+def random_row(config: Config, protocol: Protocol) -> Row:
+    """A freshly initialized policy of ``config``'s structure, seeded from the evaluation seed."""
+    family = build_family(config)
+    policy = build_policy(config, family, evaluation_streams(protocol.seed, torch.device("cpu")).init)
+    source = {"run_dir": None, "checkpoint": None, "algorithm": "random", "oracle": False}
+    return Row("random", config, policy, False, source)
+
+
+def check_comparable(rows: Sequence[Row]) -> None:
+    """Rows must share the task family, the horizon and the action scale (their returns are compared on the same
+    tasks, and the paper and modern presets are never mixed, DESIGN §5)."""
+
+    def settings(config: Config) -> dict[str, Any]:
+        return {"env.family": config.env.family, "env.horizon": horizon_of(config, build_family(config)),
+                "env.action_scale": config.env.action_scale}
+
+    first = settings(rows[0].config)
+    for row in rows[1:]:
+        for key, value in settings(row.config).items():
+            if value != first[key]:
+                raise EvaluationError(
+                    f"--compare: {row.label} has {key}={value!r} but {rows[0].label} has {first[key]!r}; only runs "
+                    "of the same task family, horizon and action scale can be compared"
+                )
+
+
+def unique_labels(rows: Sequence[Row]) -> list[Row]:
+    """The rows with labels made unique (``label (2)``, ``label (3)`` for repeats)."""
+    seen: dict[str, int] = {}
+    result = []
+    for row in rows:
+        seen[row.label] = seen.get(row.label, 0) + 1
+        label = row.label if seen[row.label] == 1 else f"{row.label} ({seen[row.label]})"
+        result.append(dataclasses.replace(row, label=label))
+    return result
+
+
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def default_output(run_dir: str | Path, iteration: int, compare: bool) -> Path:
+    """``RUN_DIR/eval-iterNNNNNN`` (``compare-…`` with comparison rows), suffixed ``-2``, ``-3`` … if taken."""
+    base = Path(run_dir) / f"{'compare' if compare else 'eval'}-iter{iteration:06d}"
+    for index in itertools.count(1):
+        candidate = base if index == 1 else base.with_name(f"{base.name}-{index}")
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")
+
+
+def check_output(output: str | Path) -> Path:
+    """Refuse an output directory that already holds evaluation results or is not a directory."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise EvaluationError(f"--output {output} exists and is not a directory")
+    taken = [name for name in RESULT_FILES if (output / name).exists()]
+    if taken or any(output.glob("events.out.tfevents.*")):
+        raise EvaluationError(f"--output {output} already holds evaluation results; choose another directory")
+    return output
+
+
+def results(curves: Sequence[AdaptationCurve], protocol: Protocol) -> dict[str, Any]:
+    """The content of ``adaptation.json``."""
+    return {
+        "protocol": {
+            **dataclasses.asdict(protocol),
+            "seed_stream": f"numpy.random.SeedSequence({protocol.seed}, spawn_key=({EVAL_STREAM:#x},))",
+            "step_sizes": "maml.fast_lr of each run for the first step, half of it after",
+        },
+        "policies": [curve.to_dict() for curve in curves],
+    }
+
+
+def table(curves: Sequence[AdaptationCurve]) -> str:
+    """A plain-text table: one row per policy, ``mean ± stderr`` per step."""
+    steps = max(len(curve.mean) for curve in curves)
+    width = max(len("policy"), *(len(curve.label) for curve in curves))
+    lines = [f"{'policy':<{width}}" + "".join(f"{f'k={k}':>18}" for k in range(steps))]
+    for curve in curves:
+        cells = "".join(f"{f'{m:.2f} ± {s:.2f}':>18}" for m, s in zip(curve.mean, curve.stderr, strict=True))
+        lines.append(f"{curve.label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protocol: Protocol, family: str = "") -> Path:
+    """Write ``adaptation.json``, ``adaptation.csv``, ``adaptation.png`` and TensorBoard events to ``output``."""
+    output = check_output(output)
+    title = f"{protocol.num_tasks} tasks × {protocol.episodes_per_task} episodes, seed {protocol.seed}"
+    title = f"{family}: {title}" if family else title
+    figure = adaptation_figure([(curve.label, curve.mean, curve.stderr) for curve in curves], title)
+    write_adaptation_results(output, results(curves, protocol), figure_to_rgb(figure))
+    save_png(figure, output / "adaptation.png")
+    return output
