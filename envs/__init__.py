@@ -4,7 +4,7 @@
 registers every family and its single-environment gymnasium id (``gymnasium.make("<Family>-v0", task=...)``).
 """
 
-from envs import bandit, navigation, tabular_mdp  # noqa: F401  (registers the families)
+from envs import bandit, locomotion, navigation, tabular_mdp  # noqa: F401  (registers the families)
 from envs.base import (
     MetaVectorEnv,
     SingleTaskEnv,

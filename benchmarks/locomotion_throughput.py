@@ -1,0 +1,191 @@
+"""Throughput of the locomotion vector environments against the machine's MuJoCo limit (DESIGN §7).
+
+For each family, on one machine and in one run:
+
+* (a) limit: ``mujoco.rollout`` stepping ``N`` copies of the model with random controls, one thread per core,
+  many environment steps per call (one environment step = 5 physics steps);
+* (a') ``mujoco.rollout`` called once per environment step (``nstep=5``, full physics state in and out), the
+  approach measured in DESIGN §7, for comparison;
+* (b) ``LocomotionVectorEnv.step`` with random actions (pre-drawn), and the ratio b/a.
+
+Measurements alternate and the best of ``--repeats`` is kept, so that a busy machine penalizes all columns
+alike; ``b/a cpu`` compares env steps per CPU-second of the process (all threads), which another process on
+the machine disturbs less. Frozen (terminated) Ant sub-environments are not simulated and not counted
+(``simulated`` is the fraction of sub-environment steps that were).
+
+Usage::
+
+    python benchmarks/locomotion_throughput.py --family halfcheetah-vel ant-vel --num-envs 800 --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+import envs.locomotion  # noqa: F401  (registers the families)
+from envs.base import make_family
+from envs.locomotion import FAMILIES
+from envs.locomotion.batched_sim import default_num_threads
+from envs.locomotion.common import RESET_NOISE_SCALE
+from envs.locomotion.models import FRAME_SKIP
+
+FULL_PHYSICS = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (or ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def initial_states(model: mujoco.MjModel, num_envs: int, rng: np.random.Generator) -> np.ndarray:
+    """``[N, nstate]`` full-physics states with gymnasium v5 reset noise."""
+    data = mujoco.MjData(model)
+    states = np.empty((num_envs, mujoco.mj_stateSize(model, FULL_PHYSICS)))
+    for i in range(num_envs):
+        mujoco.mj_resetData(model, data)
+        data.qpos[:] += rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, model.nq)
+        data.qvel[:] += RESET_NOISE_SCALE * rng.standard_normal(model.nv)
+        mujoco.mj_getState(model, data, states[i], FULL_PHYSICS)
+    return states
+
+
+class Rate:
+    """Best wall-clock and CPU-time rates (env steps per second) over repeated measurements."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def measure(self, run: Callable[[], int]) -> None:
+        """Time ``run`` (which returns the env steps it simulated) and keep the best rates."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        steps = run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        self.wall, self.cpu = max(self.wall, steps / wall), max(self.cpu, steps / cpu)
+
+
+def rollout_limit(model, num_envs, steps, threads, rng, steps_per_call) -> Callable[[], Callable[[], int]]:
+    """(a) or (a'): ``prepare()`` draws start states and controls and returns the timed ``run()``."""
+    runner = rollout.Rollout(nthread=threads)
+    datas = [mujoco.MjData(model) for _ in range(threads)]
+    nstep = FRAME_SKIP * steps_per_call
+    nstate = mujoco.mj_stateSize(model, FULL_PHYSICS)
+    state_out = np.empty((num_envs, nstep, nstate))
+    sensor_out = np.empty((num_envs, nstep, model.nsensordata))
+    models = [model] * num_envs
+
+    def prepare() -> Callable[[], int]:
+        state = initial_states(model, num_envs, rng)
+        controls = [
+            np.repeat(rng.uniform(-1, 1, (num_envs, steps_per_call, model.nu)), FRAME_SKIP, axis=1)
+            for _ in range(steps // steps_per_call)
+        ]
+
+        def run() -> int:
+            current = state
+            for control in controls:
+                runner.rollout(
+                    models,
+                    datas,
+                    current,
+                    control,
+                    nstep=nstep,
+                    state=state_out,
+                    sensordata=sensor_out,
+                    skip_checks=True,
+                )
+                current = np.ascontiguousarray(state_out[:, -1])
+            return num_envs * steps_per_call * len(controls)
+
+        return run
+
+    return prepare
+
+
+def vector_env_rate(name, num_envs, steps, threads, rng) -> tuple[Callable[[], Callable[[], int]], list[float]]:
+    """(b): ``prepare()`` resets the vector env and draws actions; ``run()`` steps it ``steps`` times.
+
+    Returns:
+        ``prepare`` and the list to which every run appends its fraction of simulated sub-environment steps.
+    """
+    family = make_family(name, num_threads=threads)
+    env = family.make_vector_env(num_envs, max_episode_steps=steps + 1)
+    env.set_tasks(family.sample_tasks(num_envs, rng))
+    simulated_fraction: list[float] = []
+
+    def prepare() -> Callable[[], int]:
+        env.reset(seed=int(rng.integers(2**31)))
+        actions = rng.uniform(-1, 1, (steps, num_envs, family.model.nu)).astype(np.float32)
+
+        def run() -> int:
+            simulated, terminated = 0, np.zeros(num_envs, dtype=bool)
+            for action in actions:
+                simulated += num_envs - int(terminated.sum())  # frozen sub-environments are not simulated
+                _, _, terminated, _, _ = env.step(action)
+            simulated_fraction.append(simulated / (num_envs * steps))
+            return simulated
+
+        return run
+
+    return prepare, simulated_fraction
+
+
+def main() -> None:
+    """Parse the command line, measure, print one table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--family", nargs="+", default=["halfcheetah-vel", "ant-vel"], choices=[f.name for f in FAMILIES]
+    )
+    parser.add_argument("--num-envs", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=100, help="environment steps per measurement")
+    parser.add_argument("--num-threads", type=int, default=None, help="default: the cores available")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the best is kept")
+    args = parser.parse_args()
+    threads = args.num_threads or default_num_threads()
+    steps_per_call = max(d for d in range(1, 26) if args.steps % d == 0)
+    rng = np.random.default_rng(0)
+
+    print(f"machine: {cpu_model()}, nproc {default_num_threads()} (of {os.cpu_count()}), threads {threads}")
+    print(f"mujoco {mujoco.__version__}, N = {args.num_envs} sub-environments, {args.steps} env steps each")
+    print(f"load average before: {os.getloadavg()[0]:.2f} (another busy process skews the wall-clock rates)")
+    print(
+        f"{'family':<16} {'(a) limit':>10} {'(a) 1/step':>11} {'(b) env':>9} {'b/a':>6}"
+        f" {'b/a cpu':>8} {'simulated':>10}   [env steps/s; cpu: per CPU-second]"
+    )
+    for name in args.family:
+        model = make_family(name).model
+        env_prepare, simulated_fraction = vector_env_rate(name, args.num_envs, args.steps, threads, rng)
+        a, a1, b = Rate(), Rate(), Rate()
+        measured = [
+            (rollout_limit(model, args.num_envs, args.steps, threads, rng, steps_per_call), a),
+            (rollout_limit(model, args.num_envs, args.steps, threads, rng, 1), a1),
+            (env_prepare, b),
+        ]
+        for _ in range(args.repeats):
+            for prepare, rate in measured:
+                rate.measure(prepare())
+        simulated = np.mean(simulated_fraction)
+        print(
+            f"{name:<16} {a.wall:>10,.0f} {a1.wall:>11,.0f} {b.wall:>9,.0f} {b.wall / a.wall:>6.2f}"
+            f" {b.cpu / a.cpu:>8.2f} {simulated:>10.0%}"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""HalfCheetah velocity and direction families (Finn, Abbeel, Levine 2017, "MAML", §5.3; DESIGN §3).
+
+Robot: gymnasium's MuJoCo v5 ``half_cheetah.xml`` (timestep 0.01, frame skip 5, ``dt = 0.05``), 6 actuators
+with ``ctrlrange [-1, 1]``. Observation (17,): ``qpos[1:]`` (8) and ``qvel`` (9), as HalfCheetah-v5; with
+``oracle=True`` the task parameter is appended (18,). Never terminates; horizon 200 (the paper's).
+
+>>> family = HalfCheetahVel()
+>>> env = family.make_vector_env(800)
+>>> env.set_tasks(repeat_tasks(family.sample_tasks(40, np.random.default_rng(0)), 20))
+>>> obs, info = env.reset(seed=0)                         # [800, 17]
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from envs.base import Tasks
+from envs.locomotion.common import LocomotionFamily, sample_direction, sample_uniform
+
+
+class HalfCheetahFamily(LocomotionFamily):
+    """The HalfCheetah robot: observation ``[qpos[1:], qvel]``, control cost ``0.05‖a‖²``, no termination.
+
+    Args:
+        oracle: append the task parameter to the observation.
+        num_threads: native threads that step the simulations (None: the cores available to the process).
+    """
+
+    robot: ClassVar[str] = "half_cheetah"
+    ctrl_cost_weight: ClassVar[float] = 0.05
+
+    def __init__(self, *, oracle: bool = False, num_threads: int | None = None) -> None:
+        super().__init__(oracle=oracle, num_threads=num_threads)
+
+    def _state_obs_dim(self) -> int:
+        return self.model.nq - 1 + self.model.nv
+
+    def _write_state_obs(
+        self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None, out: np.ndarray
+    ) -> None:
+        nq = self.model.nq
+        out[:, : nq - 1] = qpos[:, 1:]
+        out[:, nq - 1 :] = qvel
+
+    def _robot_reward_terms(self, action: np.ndarray, cfrc_ext: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {"reward_ctrl": -self.ctrl_cost_weight * np.square(action).sum(axis=1)}
+
+
+class HalfCheetahVel(HalfCheetahFamily):
+    """HalfCheetah running at a target forward velocity.
+
+    * Task: ``{"velocity": [n]}`` float32, ``v* ~ U[0, 2]``.
+    * Reward: ``−|v_x − v*| − 0.05‖a‖²`` (info ``reward_task``, ``reward_ctrl``).
+    """
+
+    name: ClassVar[str] = "halfcheetah-vel"
+    gym_id: ClassVar[str] = "HalfCheetahVel-v0"
+    task_key: ClassVar[str] = "velocity"
+    #: bounds of the target velocity distribution
+    velocity_range: ClassVar[tuple[float, float]] = (0.0, 2.0)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> Tasks:
+        """``{"velocity": [n] float32}`` uniform on ``[0, 2]``."""
+        return {"velocity": sample_uniform(n, rng, *self.velocity_range)}
+
+    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
+        return -np.abs(x_velocity - task)
+
+
+class HalfCheetahDir(HalfCheetahFamily):
+    """HalfCheetah running forward or backward.
+
+    * Task: ``{"direction": [n]}`` float32, ``d ∈ {−1, +1}`` each with probability ½.
+    * Reward: ``d·v_x − 0.05‖a‖²`` (info ``reward_task``, ``reward_ctrl``).
+    """
+
+    name: ClassVar[str] = "halfcheetah-dir"
+    gym_id: ClassVar[str] = "HalfCheetahDir-v0"
+    task_key: ClassVar[str] = "direction"
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> Tasks:
+        """``{"direction": [n] float32}`` of ±1."""
+        return {"direction": sample_direction(n, rng)}
+
+    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
+        return task * x_velocity

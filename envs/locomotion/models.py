@@ -1,0 +1,77 @@
+"""The MuJoCo models of the locomotion families: gymnasium's MuJoCo v5 assets, loaded once per process.
+
+The XML files are the ones gymnasium ships (``gymnasium/envs/mujoco/assets``); nothing is copied or edited,
+so the physics is gymnasium's. Two details of loading them:
+
+* ``half_cheetah.xml`` uses the deprecated ``settotalmass`` compiler attribute, for which mujoco >= 4 emits
+  a warning through its log handler, and the default handler appends it to ``MUJOCO_LOG.TXT`` in the working
+  directory on every load. Models are therefore cached (one load per process) and loaded under a temporary
+  warning callback: that one known message is dropped, any other is re-raised as a Python ``RuntimeWarning``.
+  The attribute keeps its effect (total mass 14).
+* With contact forces requested, the Ant model gets one extra sensor (``framelinacc`` of the torso). Sensors
+  never act on the dynamics; this one only makes MuJoCo run ``mj_rnePostConstraint`` inside each step, which
+  fills ``cfrc_ext`` (external contact forces per body) for the batched simulator to read back.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gymnasium
+import mujoco
+
+#: gymnasium's MuJoCo asset directory
+ASSET_DIR = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
+#: physics steps per environment step (gymnasium v5 default for HalfCheetah and Ant)
+FRAME_SKIP = 5
+#: robot name -> XML file in ``ASSET_DIR``
+ROBOT_XML = {"half_cheetah": "half_cheetah.xml", "ant": "ant.xml"}
+#: the name of the sensor added to trigger ``cfrc_ext`` computation
+CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
+
+_KNOWN_LOAD_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+@contextmanager
+def _quiet_mujoco_log() -> Iterator[list[str]]:
+    """Route MuJoCo warnings (of this block, caller's thread) into a list instead of ``MUJOCO_LOG.TXT``."""
+    messages: list[str] = []
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(messages.append)
+    try:
+        yield messages
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    for message in messages:
+        if not message.startswith(_KNOWN_LOAD_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=3)
+
+
+@functools.cache
+def load_model(robot: str, contact_forces: bool = False) -> mujoco.MjModel:
+    """The compiled model of ``robot`` ("half_cheetah" or "ant"), cached per process.
+
+    Args:
+        robot: a key of ``ROBOT_XML``.
+        contact_forces: add the sensor that makes every step compute ``cfrc_ext`` (see module docstring).
+
+    Returns:
+        A shared ``MjModel``: treat it as read-only (``mujoco.batch.Batch`` copies it).
+    """
+    if robot not in ROBOT_XML:
+        raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOT_XML)}")
+    path = str(ASSET_DIR / ROBOT_XML[robot])
+    with _quiet_mujoco_log():
+        if not contact_forces:
+            return mujoco.MjModel.from_xml_path(path)
+        spec = mujoco.MjSpec.from_file(path)
+        sensor = spec.add_sensor()
+        sensor.name = CONTACT_SENSOR
+        sensor.type = mujoco.mjtSensor.mjSENS_FRAMELINACC
+        sensor.objtype = mujoco.mjtObj.mjOBJ_BODY
+        sensor.objname = "torso"
+        return spec.compile()
