@@ -33,7 +33,7 @@ from maml_rl.checkpoint import (
 from maml_rl.config import Config, save_config
 from maml_rl.episodes import Episodes
 from maml_rl.logging import MetricsLogger
-from maml_rl.metalearners import MAMLTRPO, NonFiniteError, TrpoSettings
+from maml_rl.metalearners import MAMLTRPO, NonFiniteError
 from maml_rl.policies import task_params
 from maml_rl.sampling import sample_episodes
 
@@ -81,11 +81,7 @@ class Trainer:
         self.env = self.family.make_vector_env(
             self.num_tasks * self.per_task, max_episode_steps=horizon_of(config, self.family), device=self.device
         )
-        t = config.trpo
-        self.metalearner = MAMLTRPO(
-            self.policy, maml.fast_lr, maml.first_order,
-            TrpoSettings(t.max_kl, t.cg_iters, t.cg_damping, t.ls_max_steps, t.ls_backtrack),
-        )
+        self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
         self.iteration = 0
         if resume:
             self._restore()

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from maml_rl.metalearners import MAMLTRPO, TrpoSettings
+from maml_rl.config import TrpoConfig
+from maml_rl.metalearners import MAMLTRPO
 from maml_rl.optim.trpo import (
     conjugate_gradient,
     gauss_newton_vector_product,
@@ -51,7 +52,7 @@ def test_line_search_backtracks_and_rejects():
 
 def _kl_objective(policy, episodes, old_dist, num_inner_steps):
     """KL(π_old' ‖ π_θ') as a function of the flat parameter vector θ (float64), through adaptation."""
-    learner = MAMLTRPO(policy, fast_lr=0.3, first_order=False, trpo=TrpoSettings())
+    learner = MAMLTRPO(policy, fast_lr=0.3, first_order=False, trpo=TrpoConfig())
     names = [n for n, _ in policy.named_parameters()]
     shapes = [p.shape for _, p in policy.named_parameters()]
 
@@ -131,7 +132,7 @@ def _valid_kl(learner, policy, old_params, train, valid):
 @pytest.mark.parametrize("max_kl", [1e-3, 1e-2])
 def test_outer_step_respects_trust_region(gaussian_policy, max_kl):
     train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings(max_kl=max_kl))
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig(max_kl=max_kl))
     before = {n: p.detach().clone() for n, p in gaussian_policy.named_parameters()}
     metrics = learner.step([train], valid)
     kl = _valid_kl(learner, gaussian_policy, before, [train], valid)
@@ -148,7 +149,7 @@ def test_rejected_outer_step_restores_parameters(gaussian_policy, monkeypatch):
     import maml_rl.metalearners.maml_trpo as module
 
     train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings(ls_max_steps=3))
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig(ls_max_steps=3))
     before = copy.deepcopy(gaussian_policy.state_dict())
     real_line_search = module.line_search
     moved = []
@@ -167,7 +168,7 @@ def test_rejected_outer_step_restores_parameters(gaussian_policy, monkeypatch):
 
 def test_zero_gradient_keeps_parameters(gaussian_policy):
     train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoSettings())
+    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig())
     before = copy.deepcopy(gaussian_policy.state_dict())
     metrics = learner.step([train], valid.replace(advantages=torch.zeros_like(valid.advantages)))
     assert metrics["trpo/step_accepted"] == 0.0 and metrics["trpo/grad_norm"] == 0.0

@@ -1,5 +1,5 @@
 """Outer-loop meta-learners."""
 
-from maml_rl.metalearners.maml_trpo import MAMLTRPO, NonFiniteError, TrpoSettings
+from maml_rl.metalearners.maml_trpo import MAMLTRPO, NonFiniteError
 
-__all__ = ["MAMLTRPO", "NonFiniteError", "TrpoSettings"]
+__all__ = ["MAMLTRPO", "NonFiniteError"]

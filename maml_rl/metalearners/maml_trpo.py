@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from maml_rl.adaptation import adapt
+from maml_rl.config import TrpoConfig
 from maml_rl.episodes import Episodes, by_task
 from maml_rl.losses import mean_kl, surrogate_loss
 from maml_rl.optim.trpo import (
@@ -37,17 +37,6 @@ from maml_rl.policies import DistParams, Params, Policy, batched_forward, task_p
 
 class NonFiniteError(FloatingPointError):
     """A loss, gradient or step became NaN or infinite; the message names the quantity."""
-
-
-@dataclass(frozen=True)
-class TrpoSettings:
-    """Outer-step hyperparameters (DESIGN §5); see :class:`maml_rl.config.TrpoConfig`."""
-
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 1e-5
-    ls_max_steps: int = 15
-    ls_backtrack: float = 0.8
 
 
 def _check_finite(name: str, value: Tensor) -> None:
@@ -65,7 +54,7 @@ class MAMLTRPO:
         trpo: outer-step settings.
     """
 
-    def __init__(self, policy: Policy, fast_lr: float, first_order: bool, trpo: TrpoSettings) -> None:
+    def __init__(self, policy: Policy, fast_lr: float, first_order: bool, trpo: TrpoConfig) -> None:
         self.policy = policy
         self.fast_lr = fast_lr
         self.first_order = first_order
