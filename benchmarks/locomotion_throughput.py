@@ -13,9 +13,15 @@ alike; ``b/a cpu`` compares env steps per CPU-second of the process (all threads
 the machine disturbs less. Frozen (terminated) Ant sub-environments are not simulated and not counted
 (``simulated`` is the fraction of sub-environment steps that were).
 
+With ``--backend warp`` (``mujoco_warp``, on ``--device cpu`` or ``cuda``) only the vector environment is
+measured: env steps/s of ``step`` with pre-drawn torch actions on the device, synchronized, every world counted
+(warp steps frozen worlds too), after a first call that compiles the kernels (cached in ``~/.cache/warp``) and
+captures the step graph, whose time is reported separately.
+
 Usage::
 
     python benchmarks/locomotion_throughput.py --family halfcheetah-vel ant-vel --num-envs 800 --steps 100
+    python benchmarks/locomotion_throughput.py --backend warp --device cpu --num-envs 8 --steps 50
 """
 
 from __future__ import annotations
@@ -145,6 +151,45 @@ def vector_env_rate(name, num_envs, steps, threads, rng) -> tuple[Callable[[], C
     return prepare, simulated_fraction
 
 
+def warp_rates(args: argparse.Namespace) -> None:
+    """``--backend warp``: the vector environment's env steps/s on the warp device, one row per family."""
+    import torch
+
+    print(f"machine: {cpu_model()}, nproc {default_num_threads()}, device {args.device}, torch threads "
+          f"{torch.get_num_threads()}")
+    print(f"mujoco {mujoco.__version__}, backend warp, N = {args.num_envs} worlds, {args.steps} env steps each")
+    print(f"{'family':<16} {'first step s':>12} {'warp env':>10}   [env steps/s, best of {args.repeats}]")
+    rng = np.random.default_rng(0)
+    for name in args.family:
+        family = make_family(name, backend="warp")
+        env = family.make_vector_env(args.num_envs, max_episode_steps=args.steps + 2, device=args.device)
+        env.set_tasks(family.sample_tasks(args.num_envs, rng))
+
+        def synchronize(device: torch.device = env.device) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+        env.reset(seed=0)
+        start = time.perf_counter()
+        env.step(torch.zeros((args.num_envs, family.model.nu), device=env.device))  # compile + capture
+        synchronize()
+        first = time.perf_counter() - start
+        best = 0.0
+        for _ in range(args.repeats):
+            env.reset(seed=int(rng.integers(2**31)))
+            actions = torch.as_tensor(
+                rng.uniform(-1, 1, (args.steps, args.num_envs, family.model.nu)), dtype=torch.float32
+            ).to(env.device)
+            synchronize()
+            start = time.perf_counter()
+            for action in actions:
+                env.step(action)
+            synchronize()
+            best = max(best, args.num_envs * args.steps / (time.perf_counter() - start))
+        print(f"{name:<16} {first:>12.1f} {best:>10,.0f}")
+        env.close()
+
+
 def main() -> None:
     """Parse the command line, measure, print one table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,7 +200,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="environment steps per measurement")
     parser.add_argument("--num-threads", type=int, default=None, help="default: the cores available")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the best is kept")
+    parser.add_argument("--backend", choices=["native", "warp"], default="native")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="warp backend only")
     args = parser.parse_args()
+    if args.backend == "warp":
+        warp_rates(args)
+        return
+    if args.device != "cpu":
+        parser.error("--device cuda needs --backend warp")
     threads = args.num_threads or default_num_threads()
     steps_per_call = max(d for d in range(1, 26) if args.steps % d == 0)
     rng = np.random.default_rng(0)

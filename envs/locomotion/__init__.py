@@ -5,7 +5,9 @@ single-environment gymnasium ids (``gymnasium.make("HalfCheetahVel-v0", task={"v
 
 All sub-environments of a vector environment share one MuJoCo model and are stepped together in native
 code on all cores (``BatchedSim``, DESIGN §7); observations, rewards and terminations are numpy arrays
-computed for all of them at once.
+computed for all of them at once. With the family option ``backend="warp"`` (config
+``env.options: {backend: warp}``; needs the ``gpu`` extra) ``mujoco_warp`` steps them on the device passed to
+``make_vector_env`` ("cpu" or "cuda[:N]") and the outputs are torch tensors there (``envs.locomotion.warp_env``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def make_single_env(
         family: a class of ``FAMILIES``.
         task: ``{task_key: value}`` for a fixed task.
         max_episode_steps: horizon of the underlying vector env (None: 200).
-        **options: family options (``oracle``, ``num_threads``, ``use_contact_forces`` for Ant).
+        **options: family options (``oracle``, ``num_threads``, ``backend``, ``use_contact_forces`` for Ant).
     """
     return SingleTaskEnv(family(**options), task=task, max_episode_steps=max_episode_steps)
 

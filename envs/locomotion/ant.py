@@ -24,7 +24,14 @@ from typing import ClassVar
 import numpy as np
 
 from envs.base import Tasks
-from envs.locomotion.common import LocomotionFamily, sample_direction, sample_disc, sample_uniform
+from envs.locomotion.common import (
+    Array,
+    LocomotionFamily,
+    array_namespace,
+    sample_direction,
+    sample_disc,
+    sample_uniform,
+)
 
 
 class AntFamily(LocomotionFamily):
@@ -34,6 +41,7 @@ class AntFamily(LocomotionFamily):
         oracle: append the task parameters to the observation.
         num_threads: native threads that step the simulations (None: the cores available to the process).
         use_contact_forces: contact cost and contact forces in the observation (default False).
+        backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "ant"
@@ -44,38 +52,43 @@ class AntFamily(LocomotionFamily):
     supports_contact_forces: ClassVar[bool] = True
 
     def __init__(
-        self, *, oracle: bool = False, num_threads: int | None = None, use_contact_forces: bool = False
+        self,
+        *,
+        oracle: bool = False,
+        num_threads: int | None = None,
+        use_contact_forces: bool = False,
+        backend: str = "native",
     ) -> None:
-        super().__init__(oracle=oracle, num_threads=num_threads, use_contact_forces=use_contact_forces)
+        super().__init__(
+            oracle=oracle, num_threads=num_threads, use_contact_forces=use_contact_forces, backend=backend
+        )
 
     def _state_obs_dim(self) -> int:
         contact = (self.model.nbody - 1) * 6 if self.use_contact_forces else 0
         return self.model.nq - 2 + self.model.nv + contact
 
-    def _write_state_obs(
-        self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None, out: np.ndarray
-    ) -> None:
+    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
         nq, nv = self.model.nq, self.model.nv
         out[:, : nq - 2] = qpos[:, 2:]
         out[:, nq - 2 : nq - 2 + nv] = qvel
         if cfrc_ext is not None:
-            out[:, nq - 2 + nv :] = np.clip(cfrc_ext[:, 1:], -1.0, 1.0).reshape(len(qpos), -1)
+            out[:, nq - 2 + nv :] = array_namespace(cfrc_ext).clip(cfrc_ext[:, 1:], -1.0, 1.0).reshape(len(qpos), -1)
 
-    def _robot_reward_terms(self, action: np.ndarray, cfrc_ext: np.ndarray | None) -> dict[str, np.ndarray]:
-        n = len(action)
+    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
+        xp, n = array_namespace(action), len(action)
         if cfrc_ext is None:
-            contact_cost = np.zeros(n)
+            contact_cost = xp.zeros_like(action[:, 0])
         else:
-            contact_cost = self.contact_cost_weight * np.square(np.clip(cfrc_ext, -1.0, 1.0)).reshape(n, -1).sum(1)
+            contact_cost = self.contact_cost_weight * xp.square(xp.clip(cfrc_ext, -1.0, 1.0)).reshape(n, -1).sum(1)
         return {
-            "reward_ctrl": -self.ctrl_cost_weight * np.square(action).sum(axis=1),
+            "reward_ctrl": -self.ctrl_cost_weight * xp.square(action).sum(axis=1),
             "reward_contact": -contact_cost,
-            "reward_survive": np.full(n, self.survive_reward),
+            "reward_survive": xp.full_like(action[:, 0], self.survive_reward),
         }
 
-    def _healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        low, high = self.healthy_z_range
-        finite = np.isfinite(qpos).all(axis=1) & np.isfinite(qvel).all(axis=1)
+    def _healthy(self, qpos: Array, qvel: Array) -> Array:
+        xp, (low, high) = array_namespace(qpos), self.healthy_z_range
+        finite = xp.isfinite(qpos).all(axis=1) & xp.isfinite(qvel).all(axis=1)
         return finite & (qpos[:, 2] >= low) & (qpos[:, 2] <= high)
 
 
@@ -95,8 +108,8 @@ class AntVel(AntFamily):
         """``{"velocity": [n] float32}`` uniform on ``[0, 3]``."""
         return {"velocity": sample_uniform(n, rng, *self.velocity_range)}
 
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
-        return -np.abs(x_velocity - task) + 1.0
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
+        return -array_namespace(x_velocity).abs(x_velocity - task) + 1.0
 
 
 class AntDir(AntFamily):
@@ -114,7 +127,7 @@ class AntDir(AntFamily):
         """``{"direction": [n] float32}`` of ±1."""
         return {"direction": sample_direction(n, rng)}
 
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
         return task * x_velocity
 
 
@@ -136,5 +149,5 @@ class AntGoal(AntFamily):
         """``{"goal": [n, 2] float32}`` uniform in the disc of radius 3."""
         return {"goal": sample_disc(n, rng, self.goal_radius)}
 
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
-        return -np.abs(qpos[:, :2] - task).sum(axis=1) + 4.0
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
+        return -array_namespace(qpos).abs(qpos[:, :2] - task).sum(axis=1) + 4.0

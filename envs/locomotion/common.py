@@ -11,16 +11,25 @@ actions are clipped to ``[-1, 1]`` and mapped linearly onto the actuators' ``ctr
 the torso's x position (HalfCheetah's ``rootx`` slide joint, Ant's free joint); resets draw
 ``qpos = qpos0 + U(−0.1, 0.1)`` and ``qvel = 0.1 · N(0, 1)``, per sub-environment in that order, from the
 generator seeded by ``reset(seed=...)``.
+
+Backends (family option ``backend``): ``"native"`` (default) steps MuJoCo on the CPU (``BatchedSim``) and returns
+numpy arrays; ``"warp"`` steps ``mujoco_warp`` on a warp device (``envs.locomotion.warp_env``) and returns torch
+tensors on that device. Observations, reward terms and health are written once, array-agnostically (numpy
+float64 for the native backend, torch float32 for warp): the family hooks only use operations that ``numpy`` and
+``torch`` share, through ``array_namespace``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from abc import abstractmethod
+from types import ModuleType
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
 from gymnasium.vector.utils import batch_space
 
 from envs.base import MetaVectorEnv, TaskFamily, Tasks
@@ -29,6 +38,18 @@ from envs.locomotion.models import FRAME_SKIP, load_model
 
 #: scale of gymnasium v5's reset noise (``reset_noise_scale``) for HalfCheetah and Ant
 RESET_NOISE_SCALE = 0.1
+#: the simulation backends of the locomotion families
+BACKENDS = ("native", "warp")
+#: how to install the warp backend's dependency
+WARP_INSTALL_HINT = "pip install 'mujoco-warp>=4.0' (or pip install 'maml-rl[gpu]')"
+
+Array = np.ndarray | torch.Tensor
+
+
+def array_namespace(x: Array) -> ModuleType:
+    """``torch`` for a tensor, else ``numpy``: the module whose ``abs``, ``square``, ``clip``, ``isfinite``,
+    ``zeros_like``, ``full_like`` and ``ones_like`` apply to ``x`` (the family hooks use only these)."""
+    return torch if isinstance(x, torch.Tensor) else np
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -61,6 +82,39 @@ def sample_disc(n: int, rng: np.random.Generator, radius: float) -> np.ndarray:
     return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1).astype(np.float32)
 
 
+def check_tasks(family: LocomotionFamily, num_envs: int, tasks: Tasks) -> np.ndarray:
+    """``tasks[family.task_key]`` as float64 numpy ``[num_envs, *task_shape]``; ``ValueError`` when the key,
+    shape or values (finite numbers, numpy or torch) are wrong."""
+    key, shape = family.task_key, (num_envs, *family.task_shape)
+    if set(tasks) != {key}:
+        raise ValueError(f"tasks must have exactly the key {key!r}, got {sorted(tasks)}")
+    value = tasks[key]
+    array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    if array.shape != shape:
+        raise ValueError(f"task {key!r} must have shape {list(shape)}, got {list(array.shape)}")
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise ValueError(f"task {key!r} must hold finite numbers")
+    return array.astype(np.float64)
+
+
+def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> Array | None:
+    """The ``reset_mask`` of ``reset``'s options (a bool ``[num_envs]`` numpy array or tensor), or None.
+
+    Raises ``ValueError`` on other options or a mask of the wrong dtype or shape.
+    """
+    options = dict(options or {})
+    mask = options.pop("reset_mask", None)
+    if options:
+        raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        mask = np.asarray(mask)
+    if mask.dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (num_envs,):
+        raise ValueError(f"options['reset_mask'] must be a bool array of shape [{num_envs}]")
+    return mask
+
+
 class LocomotionFamily(TaskFamily):
     """Base of the MuJoCo locomotion families: a robot with a task-dependent reward term.
 
@@ -73,6 +127,8 @@ class LocomotionFamily(TaskFamily):
         num_threads: native threads that step the simulations (None: the cores available to the process).
         use_contact_forces: compute the contact cost and append the clipped contact forces to the
             observation (only robots with ``supports_contact_forces``).
+        backend: ``"native"`` (MuJoCo on the CPU, numpy outputs) or ``"warp"`` (``mujoco_warp`` on the device
+            given to ``make_vector_env``, torch outputs there; needs the ``gpu`` extra).
     """
 
     default_horizon: int = 200
@@ -86,8 +142,17 @@ class LocomotionFamily(TaskFamily):
     supports_contact_forces: ClassVar[bool] = False
 
     def __init__(
-        self, *, oracle: bool = False, num_threads: int | None = None, use_contact_forces: bool = False
+        self,
+        *,
+        oracle: bool = False,
+        num_threads: int | None = None,
+        use_contact_forces: bool = False,
+        backend: str = "native",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if backend == "warp" and importlib.util.find_spec("mujoco_warp") is None:
+            raise ImportError(f"backend 'warp' needs mujoco_warp, which is not installed: {WARP_INSTALL_HINT}")
         for name, flag in (("oracle", oracle), ("use_contact_forces", use_contact_forces)):
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -98,6 +163,7 @@ class LocomotionFamily(TaskFamily):
         self.oracle = bool(oracle)
         self.num_threads = default_num_threads() if num_threads is None else num_threads
         self.use_contact_forces = bool(use_contact_forces)
+        self.backend = backend
         #: the shared, read-only MuJoCo model
         self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces)
         self.task_dim = int(np.prod(self.task_shape))
@@ -111,32 +177,41 @@ class LocomotionFamily(TaskFamily):
         """Observation size without the oracle columns."""
 
     @abstractmethod
-    def _write_state_obs(
-        self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None, out: np.ndarray
-    ) -> None:
+    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
         """Write the state part of the observation into ``out`` ``[N, _state_obs_dim()]`` float32."""
 
     @abstractmethod
-    def _robot_reward_terms(self, action: np.ndarray, cfrc_ext: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Task-independent reward terms ``[N]`` float64 by info name (``reward_ctrl``, ...)."""
+    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
+        """Task-independent reward terms ``[N]`` (the inputs' float dtype) by info name (``reward_ctrl``, ...)."""
 
-    def _healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def _healthy(self, qpos: Array, qvel: Array) -> Array:
         """``[N]`` bool, False where the episode terminates (default: never)."""
-        return np.ones(len(qpos), dtype=bool)
+        return array_namespace(qpos).ones_like(qpos[:, 0], dtype=bool)
 
     # ------------------------------------------------------------------------------------------- task hooks
     @abstractmethod
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
-        """The task term ``[N]`` float64 from the task rows ``[N, *task_shape]`` and the new state."""
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
+        """The task term ``[N]`` from the task rows ``[N, *task_shape]`` and the new state."""
 
     # ----------------------------------------------------------------------------------------- the contract
     def make_vector_env(
         self, num_envs: int, *, max_episode_steps: int | None = None, device: Any = "cpu"
-    ) -> LocomotionVectorEnv:
-        """``num_envs`` sub-environments stepped natively on the CPU (numpy outputs); None: horizon 200."""
-        if str(device) != "cpu":
-            raise ValueError(f"{self.name} simulates natively on the CPU and returns numpy; got device {device!r}")
+    ) -> MetaVectorEnv:
+        """``num_envs`` sub-environments; None: horizon 200.
+
+        The native backend steps on the CPU and returns numpy (``device`` must be "cpu"); the warp backend
+        steps on ``device`` ("cpu", "cuda", "cuda:N" or a ``torch.device``) and returns torch tensors there.
+        """
         horizon = self.default_horizon if max_episode_steps is None else max_episode_steps
+        if self.backend == "warp":
+            from envs.locomotion.warp_env import WarpLocomotionVectorEnv  # imports mujoco_warp
+
+            return WarpLocomotionVectorEnv(self, num_envs, max_episode_steps=horizon, device=device)
+        if str(device) != "cpu":
+            raise ValueError(
+                f"{self.name} simulates natively on the CPU and returns numpy; got device {device!r} "
+                "(the family option backend='warp' simulates on a GPU)"
+            )
         return LocomotionVectorEnv(self, num_envs, max_episode_steps=horizon)
 
     @property
@@ -150,9 +225,13 @@ class LocomotionFamily(TaskFamily):
         return self._action_space
 
     # ------------------------------------------------------------------------------- used by the vector env
-    def observe(self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None, task: np.ndarray) -> np.ndarray:
-        """A fresh observation ``[N, obs_dim]`` float32: the state part, then the task if ``oracle``."""
-        obs = np.empty((len(qpos), self.obs_dim), dtype=np.float32)
+    def observe(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, task: Array) -> Array:
+        """A fresh observation ``[N, obs_dim]`` float32 (numpy, or torch on ``qpos``'s device): the state part,
+        then the task if ``oracle``."""
+        if isinstance(qpos, torch.Tensor):
+            obs = torch.empty((len(qpos), self.obs_dim), dtype=torch.float32, device=qpos.device)
+        else:
+            obs = np.empty((len(qpos), self.obs_dim), dtype=np.float32)
         state_dim = self.obs_dim - (self.task_dim if self.oracle else 0)
         self._write_state_obs(qpos, qvel, cfrc_ext, obs[:, :state_dim])
         if self.oracle:
@@ -160,20 +239,16 @@ class LocomotionFamily(TaskFamily):
         return obs
 
     def reward_terms(
-        self,
-        task: np.ndarray,
-        x_velocity: np.ndarray,
-        qpos: np.ndarray,
-        action: np.ndarray,
-        cfrc_ext: np.ndarray | None,
-    ) -> dict[str, np.ndarray]:
-        """All reward terms ``[N]`` float64 by info name; the reward is their sum."""
+        self, task: Array, x_velocity: Array, qpos: Array, action: Array, cfrc_ext: Array | None
+    ) -> dict[str, Array]:
+        """All reward terms ``[N]`` by info name (float64 numpy natively, float32 torch on warp); the reward is
+        their sum."""
         return {
             "reward_task": self._task_reward(task, x_velocity, qpos),
             **self._robot_reward_terms(action, cfrc_ext),
         }
 
-    def healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def healthy(self, qpos: Array, qvel: Array) -> Array:
         """``[N]`` bool, False where the state ends the episode."""
         return self._healthy(qpos, qvel)
 
@@ -232,16 +307,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         Args:
             tasks: ``{task_key: [N, *task_shape]}`` (numpy or torch), finite numbers.
         """
-        key, shape = self.family.task_key, (self.num_envs, *self.family.task_shape)
-        if set(tasks) != {key}:
-            raise ValueError(f"tasks must have exactly the key {key!r}, got {sorted(tasks)}")
-        value = tasks[key]
-        array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-        if array.shape != shape:
-            raise ValueError(f"task {key!r} must have shape {list(shape)}, got {list(array.shape)}")
-        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-            raise ValueError(f"task {key!r} must hold finite numbers")
-        self._task = array.astype(np.float64)
+        self._task = check_tasks(self.family, self.num_envs, tasks)
         self._needs_reset = True
 
     def reset(
@@ -343,15 +409,10 @@ class LocomotionVectorEnv(MetaVectorEnv):
         return self.family.observe(self.sim.qpos, self.sim.qvel, self.sim.cfrc_ext, self._task)
 
     def _reset_mask(self, options: dict[str, Any] | None) -> np.ndarray:
-        options = dict(options or {})
-        mask = options.pop("reset_mask", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
+        mask = reset_mask_option(options, self.num_envs)
         if mask is None:
             return np.ones(self.num_envs, dtype=bool)
         mask = np.asarray(mask)
-        if mask.dtype != np.bool_ or mask.shape != (self.num_envs,):
-            raise ValueError(f"options['reset_mask'] must be a bool array of shape [{self.num_envs}]")
         if self._needs_reset and not mask.all():
             raise RuntimeError("the first reset after set_tasks must reset every sub-environment")
         return mask

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 
 from envs.base import Tasks
-from envs.locomotion.common import LocomotionFamily, sample_direction, sample_uniform
+from envs.locomotion.common import Array, LocomotionFamily, array_namespace, sample_direction, sample_uniform
 
 
 class HalfCheetahFamily(LocomotionFamily):
@@ -26,26 +26,25 @@ class HalfCheetahFamily(LocomotionFamily):
     Args:
         oracle: append the task parameter to the observation.
         num_threads: native threads that step the simulations (None: the cores available to the process).
+        backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "half_cheetah"
     ctrl_cost_weight: ClassVar[float] = 0.05
 
-    def __init__(self, *, oracle: bool = False, num_threads: int | None = None) -> None:
-        super().__init__(oracle=oracle, num_threads=num_threads)
+    def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native") -> None:
+        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend)
 
     def _state_obs_dim(self) -> int:
         return self.model.nq - 1 + self.model.nv
 
-    def _write_state_obs(
-        self, qpos: np.ndarray, qvel: np.ndarray, cfrc_ext: np.ndarray | None, out: np.ndarray
-    ) -> None:
+    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
         nq = self.model.nq
         out[:, : nq - 1] = qpos[:, 1:]
         out[:, nq - 1 :] = qvel
 
-    def _robot_reward_terms(self, action: np.ndarray, cfrc_ext: np.ndarray | None) -> dict[str, np.ndarray]:
-        return {"reward_ctrl": -self.ctrl_cost_weight * np.square(action).sum(axis=1)}
+    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
+        return {"reward_ctrl": -self.ctrl_cost_weight * array_namespace(action).square(action).sum(axis=1)}
 
 
 class HalfCheetahVel(HalfCheetahFamily):
@@ -65,8 +64,8 @@ class HalfCheetahVel(HalfCheetahFamily):
         """``{"velocity": [n] float32}`` uniform on ``[0, 2]``."""
         return {"velocity": sample_uniform(n, rng, *self.velocity_range)}
 
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
-        return -np.abs(x_velocity - task)
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
+        return -array_namespace(x_velocity).abs(x_velocity - task)
 
 
 class HalfCheetahDir(HalfCheetahFamily):
@@ -84,5 +83,5 @@ class HalfCheetahDir(HalfCheetahFamily):
         """``{"direction": [n] float32}`` of ±1."""
         return {"direction": sample_direction(n, rng)}
 
-    def _task_reward(self, task: np.ndarray, x_velocity: np.ndarray, qpos: np.ndarray) -> np.ndarray:
+    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
         return task * x_velocity

@@ -1,0 +1,204 @@
+"""``WarpSim``: N worlds of one MuJoCo model stepped by ``mujoco_warp`` on a warp device (CPU or CUDA GPU).
+
+The counterpart of ``BatchedSim`` for the ``warp`` backend (DESIGN §7): one ``mujoco_warp`` model and one
+``Data`` with ``nworld = N``; ``qpos``/``qvel``/``ctrl``/``cfrc_ext`` are zero-copy torch views
+(``wp.to_torch``) of the device arrays, float32, so observations and rewards are computed by torch where the
+physics lives and nothing is copied to the host.
+
+* Stepping: ``frame_skip`` calls to ``mujoco_warp.step`` advance every world. They are captured once in a
+  warp graph (``wp.ScopedCapture``) and replayed with ``wp.capture_launch``: a CUDA graph on a GPU; on warp's
+  CPU device (warp >= 1.19 replays CPU captures too) replay is bit-identical to eager launches and removes the
+  Python launch overhead that dominates there. ``use_graph=False`` launches eagerly.
+* Frozen worlds: ``mujoco_warp`` has no per-world "skip"; ``step(active)`` steps every world and then puts the
+  inactive ones back to their state before the step (integration state and contact forces), so they are
+  untouched, as in ``BatchedSim``.
+* Instability: ``mujoco_warp`` does not check the state as MuJoCo does (no warnings, no automatic reset).
+  After a step a world is unstable when ``qpos``, ``qvel`` or ``qacc`` is not finite or exceeds MuJoCo's
+  ``mjMAXVAL`` (1e10), or its contact/constraint buffers overflowed; it is reset to the model's defaults.
+* Float32: ``mujoco_warp`` computes in float32, native MuJoCo in float64. From the same state and controls
+  ``qpos`` agrees to about 1e-7 after one or two environment steps and then drifts apart chaotically
+  (DESIGN §7), so the two backends agree in distribution, not trajectory by trajectory.
+
+Importing this module imports ``warp`` and ``mujoco_warp`` (the ``gpu`` extra) and sets warp's log level to
+warnings, so that kernel loads are not printed on every run.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import mujoco
+import torch
+
+from envs.locomotion.common import WARP_INSTALL_HINT
+from envs.locomotion.models import FRAME_SKIP
+
+try:
+    import mujoco_warp as mjw
+    import warp as wp
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
+
+wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+
+#: MuJoCo's ``mjMAXVAL``: a larger |qpos|, |qvel| or |qacc| counts as unstable (MuJoCo warns and resets there)
+MAX_VALUE = 1e10
+
+
+def warp_devices(device: Any) -> tuple[torch.device, str]:
+    """The torch device and the matching warp device name for ``device`` ("cpu", "cuda", "cuda:N").
+
+    Raises:
+        ValueError: unknown device, or CUDA requested where torch or warp sees no GPU.
+    """
+    try:
+        torch_device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"bad device {device!r} for the warp backend: {error}") from error
+    if torch_device.type == "cpu":
+        return torch.device("cpu"), "cpu"
+    if torch_device.type != "cuda":
+        raise ValueError(f"the warp backend runs on 'cpu' or 'cuda[:N]', got device {device!r}")
+    if not torch.cuda.is_available() or not wp.is_cuda_available():
+        raise ValueError(
+            f"device {device!r} requested for the warp backend, but CUDA is not available "
+            f"(torch: {torch.cuda.is_available()}, warp: {wp.is_cuda_available()}); use device 'cpu'"
+        )
+    index = torch.cuda.current_device() if torch_device.index is None else torch_device.index
+    if index >= wp.get_cuda_device_count():
+        raise ValueError(f"device {device!r}: warp sees only {wp.get_cuda_device_count()} CUDA devices")
+    return torch.device("cuda", index), f"cuda:{index}"
+
+
+class WarpSim:
+    """``num_envs`` worlds of ``model`` on a warp device, stepped ``frame_skip`` physics steps at a time.
+
+    >>> sim = WarpSim(model, 4096, device="cuda:0")
+    >>> sim.set_state(mask, qpos, qvel)           # [N] bool, [N, nq], [N, nv] tensors on sim.device
+    >>> sim.ctrl.copy_(controls)                  # [N, nu]
+    >>> unstable = sim.step(active)               # [N] bool; sim.qpos, sim.qvel updated in place
+
+    Args:
+        model: the MuJoCo model (copied to the device; never modified).
+        num_envs: number of worlds ``N``.
+        device: torch-style device ("cpu", "cuda", "cuda:N"); see ``warp_devices``.
+        frame_skip: physics steps per ``step``.
+        contact_forces: keep ``cfrc_ext`` ``[N, nbody, 6]`` up to date (the model must compute it in the step,
+            see ``envs.locomotion.models``).
+        use_graph: capture the ``frame_skip`` physics steps in a warp graph and replay it (else launch eagerly).
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_envs: int,
+        *,
+        device: Any = "cpu",
+        frame_skip: int = FRAME_SKIP,
+        contact_forces: bool = False,
+        use_graph: bool = True,
+    ) -> None:
+        self.device, warp_device = warp_devices(device)
+        self.warp_device = wp.get_device(warp_device)
+        self.num_envs = int(num_envs)
+        self.frame_skip = int(frame_skip)
+        self.use_graph = bool(use_graph)
+        with wp.ScopedDevice(self.warp_device):
+            self._model = mjw.put_model(model)
+            self._data = mjw.make_data(model, nworld=self.num_envs)
+        data = self._data
+        #: ``[N, nq]`` joint positions, a zero-copy view of the device array (float32)
+        self.qpos: torch.Tensor = wp.to_torch(data.qpos)
+        #: ``[N, nv]`` joint velocities (view, float32)
+        self.qvel: torch.Tensor = wp.to_torch(data.qvel)
+        #: ``[N, nu]`` controls applied by the next ``step`` (write into it)
+        self.ctrl: torch.Tensor = wp.to_torch(data.ctrl)
+        #: ``[N, nbody, 6]`` external (contact) forces of the last step, or None without ``contact_forces``
+        self.cfrc_ext: torch.Tensor | None = wp.to_torch(data.cfrc_ext) if contact_forces else None
+        self._qacc = wp.to_torch(data.qacc)
+        self._overflow = wp.to_torch(data.overflow)
+        #: what a frozen world must keep across a step: its integration state (and contact forces)
+        state = [data.qpos, data.qvel, data.qacc_warmstart, data.time] + ([data.act] if model.na else [])
+        self._frozen_state = [wp.to_torch(array) for array in state]
+        if self.cfrc_ext is not None:
+            self._frozen_state.append(self.cfrc_ext)
+        self._graph: Any = None
+
+    def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        """Reset the worlds where ``mask`` is True to joint state ``(qpos, qvel)`` (rows of the other worlds are
+        ignored); everything else in them goes back to the model's defaults (``mujoco_warp.reset_data``).
+
+        Args:
+            mask: ``[N]`` bool on ``self.device``.
+            qpos: ``[N, nq]``.
+            qvel: ``[N, nv]``.
+        """
+        if not bool(mask.any()):
+            return
+        self.reset_to_defaults(mask)
+        column = mask[:, None]
+        self.qpos.copy_(torch.where(column, qpos.to(self.qpos), self.qpos))
+        self.qvel.copy_(torch.where(column, qvel.to(self.qvel), self.qvel))
+        if self.cfrc_ext is not None:  # contact forces at the new state; the other worlds keep theirs
+            kept = self.cfrc_ext.clone()
+            with wp.ScopedDevice(self.warp_device):
+                mjw.forward(self._model, self._data)
+            self.cfrc_ext.copy_(torch.where(mask[:, None, None], self.cfrc_ext, kept))
+
+    def reset_to_defaults(self, mask: torch.Tensor) -> None:
+        """Put the worlds where ``mask`` (``[N]`` bool) is True at the model's default state."""
+        with wp.ScopedDevice(self.warp_device):
+            mjw.reset_data(self._model, self._data, wp.from_torch(mask.contiguous()))
+
+    def step(self, active: torch.Tensor) -> torch.Tensor:
+        """Advance the worlds where ``active`` is True by ``frame_skip`` physics steps under ``ctrl``.
+
+        Args:
+            active: ``[N]`` bool on ``self.device``; the other worlds are left untouched.
+
+        Returns:
+            ``unstable`` ``[N]`` bool: active worlds whose state is not finite or huge after the step, or whose
+            contact buffers overflowed. They have been reset to the model's default state.
+        """
+        before = [value.clone() for value in self._frozen_state]
+        self._physics()
+        frozen = ~active
+        for value, old in zip(self._frozen_state, before, strict=True):
+            shape = (self.num_envs,) + (1,) * (value.dim() - 1)
+            value.copy_(torch.where(frozen.view(shape), old, value))
+        unstable = self._overflow != 0
+        for value in (self.qpos, self.qvel, self._qacc):
+            unstable |= ~(value.abs() <= MAX_VALUE).all(dim=1)  # NaN compares False
+        unstable &= active
+        if bool(unstable.any()):
+            self.reset_to_defaults(unstable)
+        return unstable
+
+    def close(self) -> None:
+        """Drop the device arrays and the graph (the views keep their memory alive until released)."""
+        self._graph = None
+        del self._model, self._data, self.qpos, self.qvel, self.ctrl, self.cfrc_ext, self._qacc, self._frozen_state
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _physics(self) -> None:
+        """``frame_skip`` × ``mujoco_warp.step`` for every world: graph replay, or eager launches."""
+        with wp.ScopedDevice(self.warp_device):
+            stream = wp.stream_from_torch(self.device) if self.warp_device.is_cuda else None
+            with wp.ScopedStream(stream) if stream is not None else nullcontext():
+                if not self.use_graph:
+                    self._launch()
+                    return
+                if self._graph is None:
+                    # Graph path (CUDA graph on a GPU). Capture records the launches without running them;
+                    # the replay below runs them. On CUDA, warp runs on torch's current stream so the torch
+                    # reads/writes around the step are ordered with it.
+                    with wp.ScopedCapture(device=self.warp_device, stream=stream) as capture:
+                        self._launch()
+                    self._graph = capture.graph
+                wp.capture_launch(self._graph, stream=stream)
+
+    def _launch(self) -> None:
+        for _ in range(self.frame_skip):
+            mjw.step(self._model, self._data)
+
