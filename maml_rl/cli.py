@@ -145,12 +145,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from maml_rl.plotting import learning_curves, save_png
 
-    figure = learning_curves(args.run_dirs, args.metric)
+    metrics = args.metric or ["returns/post_adapt_mean"]
+    figure = learning_curves(args.run_dirs, metrics)
     if args.output:
         output = Path(args.output)
     else:
         parent = Path(os.path.commonpath([Path(run_dir).resolve() for run_dir in args.run_dirs]))
-        output = parent / f"learning-curves-{args.metric.replace('/', '-')}.png"
+        output = parent / f"learning-curves-{'+'.join(m.replace('/', '-') for m in metrics)}.png"
     save_png(figure, output)
     print(f"wrote {output}", file=sys.stderr)
     return 0
@@ -202,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="learning curves of several runs from their metrics.csv")
     plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="training run directories")
-    plot.add_argument("--metric", default="returns/post_adapt_mean",
-                      help="a metrics.csv column (default: returns/post_adapt_mean)")
+    plot.add_argument("--metric", action="append",
+                      help="a metrics.csv column, repeatable (default: returns/post_adapt_mean)")
     plot.add_argument("--output", metavar="FILE", help="PNG file (default: learning-curves-<metric>.png in the "
                                                        "runs' common parent directory)")
     plot.set_defaults(handler=_plot)

@@ -78,13 +78,14 @@ def learning_curves_figure(series: Sequence[tuple[str, np.ndarray, np.ndarray]],
     return figure
 
 
-def learning_curves(run_dirs: Sequence[str | Path], metric: str = DEFAULT_METRIC) -> Figure:
-    """The learning curves of ``metric`` for several runs, read from their ``metrics.csv``.
+def learning_curves(run_dirs: Sequence[str | Path], metric: str | Sequence[str] = DEFAULT_METRIC) -> Figure:
+    """The learning curves of one or more metrics for several runs, read from their ``metrics.csv``.
 
     Raises:
-        PlotError: a run has no ``metrics.csv`` (or an empty one), or lacks ``metric`` (the message lists the
+        PlotError: a run has no ``metrics.csv`` (or an empty one), or lacks a metric (the message lists the
             metrics it has).
     """
+    metrics = [metric] if isinstance(metric, str) else list(metric)
     series = []
     names = [Path(run_dir).name or str(run_dir) for run_dir in run_dirs]
     for run_dir, name in zip(run_dirs, names, strict=True):
@@ -94,12 +95,14 @@ def learning_curves(run_dirs: Sequence[str | Path], metric: str = DEFAULT_METRIC
         rows = read_metrics(path)
         if not rows:
             raise PlotError(f"{path} has no rows yet")
-        if metric not in rows[0]:
-            available = ", ".join(key for key in rows[0] if key != "iteration")
-            raise PlotError(f"unknown metric {metric!r} in {path}; available: {available}")
         label = name if names.count(name) == 1 else str(run_dir)
-        series.append((label, np.array([row["iteration"] for row in rows]), np.array([row[metric] for row in rows])))
-    return learning_curves_figure(series, metric)
+        for one in metrics:
+            if one not in rows[0]:
+                available = ", ".join(key for key in rows[0] if key != "iteration")
+                raise PlotError(f"unknown metric {one!r} in {path}; available: {available}")
+            line = label if len(metrics) == 1 else f"{label}: {one}"
+            series.append((line, np.array([row["iteration"] for row in rows]), np.array([row[one] for row in rows])))
+    return learning_curves_figure(series, metrics[0] if len(metrics) == 1 else "value")
 
 
 def figure_to_rgb(figure: Figure) -> np.ndarray:

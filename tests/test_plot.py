@@ -60,3 +60,17 @@ def test_run_without_metrics_is_an_error(runs, tmp_path, capsys):
     code, err = plot(capsys, runs[0], tmp_path, "--output", tmp_path / "x.png")
     assert code == 2 and err == [f"maml-rl: error: {tmp_path} has no metrics.csv"]
     assert not (tmp_path / "x.png").exists()
+
+
+def test_several_metrics_on_one_figure(tmp_path):
+    import numpy as np
+
+    from maml_rl.plotting import learning_curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("iteration,returns/pre_adapt_mean,returns/post_adapt_mean\n1,-3,-2\n2,-2.5,-1\n")
+    figure = learning_curves([run], ["returns/pre_adapt_mean", "returns/post_adapt_mean"])
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["run: returns/pre_adapt_mean", "run: returns/post_adapt_mean"]
+    np.testing.assert_array_equal(lines[1].get_ydata(), [-2, -1])
