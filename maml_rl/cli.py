@@ -37,7 +37,12 @@ def resolve_config_path(name: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"config not found: {name!r} (looked for a file and under experiments/)")
+    root = Path("experiments") if Path("experiments").is_dir() else REPO_EXPERIMENTS
+    known = sorted(str(path.relative_to(root).with_suffix("")) for path in root.glob("*/*.yaml"))
+    family = Path(name).parts[0] if Path(name).parts else ""
+    same_family = [k for k in known if k.startswith(f"{family}/")]
+    listing = ", ".join(same_family or known)
+    raise ConfigError(f"config not found: {name!r}; valid configs under {root}: {listing}")
 
 
 def _default_output(config_path: Path, seed: int) -> Path:

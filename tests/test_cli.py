@@ -43,11 +43,12 @@ def test_train_command_writes_a_run(tmp_path):
         (["--set", "algorithm=reptile"], "algorithm: unknown 'reptile'"),
         (["--device", "tpu"], "train.device: expected cpu, cuda or cuda:N"),
         (["does/not/exist.yaml"], "config not found"),
+        (["halfcheetah-vel/fancy"], "valid configs under experiments: halfcheetah-vel/modern, halfcheetah-vel/paper"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, capsys, args, message):
     out = tmp_path / "run"
-    config = [] if args[0].endswith(".yaml") else ["navigation-2d/paper"]
+    config = [] if not args[0].startswith("--") else ["navigation-2d/paper"]
     code = main(["train", *config, "--output", str(out), "--no-progress", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
