@@ -32,11 +32,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, help="learner threads (train.num_threads)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="learner (and warp) device: cpu, cuda, cuda:N")
+    parser.add_argument("--backend", choices=["native", "warp"], help="MuJoCo backend (env.options.backend)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
     overrides = [*args.set, f"train.device={args.device}"]
+    if args.backend is not None:
+        overrides.append(f"env.options.backend={args.backend}")
     if args.threads is not None:
         overrides.append(f"train.num_threads={args.threads}")
     config = from_dict(apply_overrides(load_yaml(resolve_config_path(args.config)), overrides))

@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backend", choices=["native", "warp"], default="native")
+    parser.add_argument("--device", default="cpu", help="learner device (and warp device with --backend warp)")
     args = parser.parse_args()
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(1)
@@ -52,13 +54,13 @@ def main() -> None:
     print(f"N = {args.tasks} tasks x {args.episodes} episodes = {n} sub-environments, horizon {args.horizon}")
     for name in args.family:
         rng = np.random.default_rng(0)
-        family = envs.make_family(name)
-        env = family.make_vector_env(n, max_episode_steps=args.horizon)
+        family = envs.make_family(name, backend=args.backend)
+        env = family.make_vector_env(n, max_episode_steps=args.horizon, device=args.device)
         env.set_tasks(envs.repeat_tasks(family.sample_tasks(args.tasks, rng), args.episodes))
         policy = GaussianMLPPolicy(family.single_observation_space.shape[0], family.single_action_space.shape[0],
-                                   generator=torch.Generator().manual_seed(0))
+                                   generator=torch.Generator().manual_seed(0)).to(args.device)
         params = task_params({k: v.detach() for k, v in policy.named_parameters()}, args.tasks)
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator(device=args.device).manual_seed(0)
         robot = ROBOT[name.split("-")[0]]
         limit_prepare = rollout_limit(load_model(robot), n, args.horizon, threads, rng, steps_per_call=args.horizon)
         limit, sampler = Rate(), Rate()
@@ -67,7 +69,8 @@ def main() -> None:
 
             sampler.measure(partial(_sample_steps, env, policy, params, args.tasks, generator, repeat))
         env.close()
-        print(f"{name:<16} (a) physics limit {limit.wall:9.0f} steps/s   (b) sampler+policy {sampler.wall:9.0f} "
+        print(f"{name:<16} [{args.backend}, {args.device}] (a) physics limit {limit.wall:9.0f} steps/s   "
+              f"(b) sampler+policy {sampler.wall:9.0f} "
               f"steps/s   b/a = {sampler.wall / limit.wall:.2f}")
 
 
