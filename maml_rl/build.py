@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -43,7 +44,10 @@ def horizon_of(config: Config, family: envs.TaskFamily) -> int:
 def build_policy(config: Config, family: envs.TaskFamily, generator: torch.Generator | None) -> Policy:
     """A Gaussian or categorical MLP matching the family's spaces."""
     obs_space, action_space = family.single_observation_space, family.single_action_space
-    action_size = int(action_space.n) if family.is_discrete else int(np.prod(action_space.shape))
+    if isinstance(action_space, gym.spaces.Discrete):
+        action_size = int(action_space.n)
+    else:
+        action_size = int(np.prod(action_space.shape or ()))
     return make_policy(
         obs_dim=int(np.prod(obs_space.shape)),
         action_space_size=action_size,

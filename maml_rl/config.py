@@ -196,7 +196,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _coerce(value, hint, key)

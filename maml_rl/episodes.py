@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -85,7 +86,7 @@ class Episodes:
         """Mean undiscounted episode return per task: ``[M]``."""
         return self.episode_returns().reshape(self.num_tasks, -1).mean(1)
 
-    def replace(self, **changes: object) -> Episodes:
+    def replace(self, **changes: Any) -> Episodes:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
 

@@ -53,27 +53,27 @@ class MetricsLogger:
         self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
         self._writer: csv.DictWriter | None = None
         if self.columns is not None:
-            self._start_csv(self.columns)
+            writer = self._start_csv(self.columns)
             for row in kept:
-                self._writer.writerow({k: _format(v) for k, v in row.items()})
+                writer.writerow({k: _format(v) for k, v in row.items()})
             self._file.flush()
         purge_step = None if resume_after is None else resume_after + 1  # drop events of recomputed iterations
         self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=purge_step)
 
-    def _start_csv(self, columns: list[str]) -> None:
+    def _start_csv(self, columns: list[str]) -> csv.DictWriter:
         self.columns = columns
         self._writer = csv.DictWriter(self._file, fieldnames=columns)
         self._writer.writeheader()
+        return self._writer
 
     def log(self, iteration: int, metrics: dict[str, float]) -> None:
         """Write ``metrics`` for ``iteration`` (1-based) to both sinks."""
         row = {"iteration": float(iteration), **metrics}
-        if self._writer is None:
-            self._start_csv(list(row))
+        writer = self._writer if self._writer is not None else self._start_csv(list(row))
         if list(row) != self.columns:
             missing = sorted(set(self.columns or []) ^ set(row))
             raise ValueError(f"metric names changed between iterations: {missing}")
-        self._writer.writerow({k: _format(v) for k, v in row.items()})
+        writer.writerow({k: _format(v) for k, v in row.items()})
         self._file.flush()
         for name, value in metrics.items():
             self.tensorboard.add_scalar(name, value, iteration)
@@ -93,8 +93,10 @@ class MetricsLogger:
                 values are read from the run's scalars, so nothing is logged twice).
         """
         flat = {key: (v if isinstance(v, (int, float, str, bool)) else str(v)) for key, v in _flatten(hparams)}
+        file_writer = self.tensorboard.file_writer
+        assert file_writer is not None  # set by SummaryWriter.__init__ until close()
         for summary in hparams_summaries(flat, dict.fromkeys(metric_tags, 0.0)):
-            self.tensorboard.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
         self.tensorboard.flush()
 
     def close(self) -> None:

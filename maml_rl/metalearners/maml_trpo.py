@@ -79,6 +79,8 @@ class MAMLTRPO:
     def surrogate(self, dist: DistParams, valid: Episodes, old_log_probs: Tensor) -> Tensor:
         """Mean over tasks of the masked TRPO surrogate (a scalar)."""
         m = valid.num_tasks
+        if valid.advantages is None:
+            raise ValueError("validation episodes have no advantages (maml_rl.advantages.with_advantages)")
         log_probs = self.policy.log_prob(dist, by_task(valid.actions, m))
         return surrogate_loss(log_probs, old_log_probs, by_task(valid.advantages, m), by_task(valid.mask, m)).mean()
 
@@ -141,11 +143,11 @@ class MAMLTRPO:
         accepted = result is not None and result.accepted
         return {
             "trpo/surrogate_before": old_loss,
-            "trpo/surrogate_after": result.loss if accepted else old_loss,
-            "trpo/kl_after": result.kl if accepted else 0.0,
+            "trpo/surrogate_after": result.loss if result is not None and accepted else old_loss,
+            "trpo/kl_after": result.kl if result is not None and accepted else 0.0,
             "trpo/line_search_steps": float(result.steps_taken) if result is not None else 0.0,
             "trpo/step_accepted": float(accepted),
-            "trpo/step_fraction": result.step_fraction if accepted else 0.0,
+            "trpo/step_fraction": result.step_fraction if result is not None and accepted else 0.0,
             "trpo/cg_residual": cg_residual,
             "trpo/grad_norm": float(grad.norm()),
         }

@@ -12,9 +12,11 @@ import torch
 from torch import Tensor
 
 
-def flat_grad(output: Tensor, inputs: Sequence[Tensor], **kwargs: bool) -> Tensor:
+def flat_grad(output: Tensor, inputs: Sequence[Tensor], retain_graph: bool | None = None, create_graph: bool = False
+              ) -> Tensor:
     """Gradient of a scalar with respect to ``inputs``, flattened to ``[P]`` (zeros for unused inputs)."""
-    grads = torch.autograd.grad(output, list(inputs), allow_unused=True, **kwargs)
+    grads = torch.autograd.grad(output, list(inputs), retain_graph=retain_graph, create_graph=create_graph,
+                                allow_unused=True)
     pieces = [(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, inputs, strict=True)]
     return torch.cat(pieces)
 
