@@ -1,6 +1,7 @@
 """End to end: reproducibility, a short learning run on 2D navigation, run-directory outputs."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,12 +102,20 @@ def test_navigation_paper_preset_learns(tmp_path):
     assert np.mean(post[-5:]) > -20.0, post
 
 
-def test_bandit_and_tabular_mdp_configs_train(tmp_path):
-    for name in ("bandit/k5-n10", "tabular-mdp/paper"):
-        config = load_config(f"experiments/{name}.yaml", ["train.num_iterations=2", "maml.meta_batch_size=4"])
-        history = Trainer(config, tmp_path / name.replace("/", "-")).train(progress=False)
-        assert all(math.isfinite(row["returns/post_adapt_mean"]) for row in history)
-        assert history[0]["policy/std"] != history[0]["policy/std"]  # categorical policy: no std (NaN)
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_experiment_config_trains(tmp_path, path):
+    """One tiny iteration of every shipped config: the family, policy and options fit together end to end."""
+    tiny = ["train.num_iterations=1", "maml.meta_batch_size=2", "maml.fast_batch_size=2", "env.horizon=8",
+            "policy.hidden_sizes=[8]"]
+    config = load_config(path, tiny)
+    (row,) = Trainer(config, tmp_path).train(progress=False)
+    for name in ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/surrogate_before", "env/steps"):
+        assert math.isfinite(row[name]), name
+    assert 0 < row["env/steps"] <= (config.maml.num_inner_steps + 1) * 4 * 8
+    assert math.isnan(row["policy/std"]) == (config.env.family in ("bernoulli-bandit", "tabular-mdp"))
 
 
 def test_gpu_training_matches_cpu_behaviour(tmp_path):
