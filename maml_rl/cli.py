@@ -73,6 +73,8 @@ def _train(args: argparse.Namespace) -> int:
         config_path = resolve_config_path(args.config or DEFAULT_CONFIG)
         config = from_dict(apply_overrides(load_yaml(config_path), overrides))
         run_dir = Path(args.output) if args.output else _default_output(config_path, config.train.seed)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UsageError(f"--output {run_dir} exists and is not a directory")
     trainer = Trainer(config, run_dir, resume=args.resume is not None)
     print(f"run directory: {run_dir}", file=sys.stderr)
     if trainer.iteration >= config.train.num_iterations:

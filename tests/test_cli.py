@@ -65,6 +65,14 @@ def test_cuda_without_gpu_is_refused(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_output_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    assert main(["train", "--output", str(target), "--no-progress"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
 def test_bad_yaml_file_is_reported(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("maml: [unclosed\n")
