@@ -85,6 +85,11 @@ class TorchMetaVectorEnv(MetaVectorEnv):
         self._needs_reset = True
         self._elapsed_steps = 0
         self._terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        #: Check actions without a host synchronization (default on non-CPU devices): an invalid action sets a
+        #: device flag (out-of-range discrete actions are clamped, non-finite ones propagate into the
+        #: observations) and the next ``reset()`` raises the ``ValueError``. On the CPU, ``step`` raises at once.
+        self.deferred_action_checks = self.device.type != "cpu"
+        self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
 
     # ----------------------------------------------------------------------------------------- family hooks
     @abstractmethod
@@ -150,6 +155,10 @@ class TorchMetaVectorEnv(MetaVectorEnv):
             raise ValueError(f"{type(self).__name__}.reset takes no options, got {sorted(options)}")
         if self._tasks is None:
             raise RuntimeError("call set_tasks(tasks) before reset()")
+        if self.deferred_action_checks and bool(self._invalid_actions):  # one synchronization per episode
+            self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
+            raise ValueError("invalid actions (non-finite, non-integer or out of range) were passed to step() "
+                             "during the last episode")
         super().reset(seed=seed)  # validates the seed and seeds self.np_random (unused by the dynamics)
         if seed is not None:
             self.generator.manual_seed(int(seed))
@@ -201,17 +210,27 @@ class TorchMetaVectorEnv(MetaVectorEnv):
             raise ValueError(f"actions must have shape {list(expected)}, got {list(tensor.shape)}")
         if tensor.dtype == torch.bool or tensor.is_complex():
             raise ValueError(f"actions must be real numbers, got dtype {tensor.dtype}")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError("actions must be finite (got NaN or infinity)")
+        if tensor.is_floating_point():
+            self._check(torch.isfinite(tensor).all(), "actions must be finite (got NaN or infinity)")
         if isinstance(space, gym.spaces.Box):
             return torch.clamp(tensor.to(torch.float32), self._action_low, self._action_high)
         assert isinstance(space, gym.spaces.Discrete)
-        if tensor.is_floating_point() and not bool((tensor == tensor.round()).all()):
-            raise ValueError("discrete actions must be integers")
+        if tensor.is_floating_point():
+            self._check((tensor == tensor.round()).all(), "discrete actions must be integers")
         tensor = tensor.to(torch.int64)
         low, high = int(space.start), int(space.start) + int(space.n)
         out_of_range = (tensor < low) | (tensor >= high)
+        if self.deferred_action_checks:
+            self._check(~out_of_range.any(), "")
+            return torch.clamp(tensor, low, high - 1) - low
         if bool(out_of_range.any()):
             bad = tensor[out_of_range][:5].tolist()
             raise ValueError(f"discrete actions must lie in [{low}, {high}), got {bad}")
         return tensor - low
+
+    def _check(self, valid: Tensor, message: str) -> None:
+        """Raise ``ValueError(message)`` unless ``valid``; with deferred checks, remember it for ``reset()``."""
+        if self.deferred_action_checks:
+            self._invalid_actions = self._invalid_actions | ~valid
+        elif not bool(valid):
+            raise ValueError(message)

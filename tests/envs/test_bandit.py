@@ -231,3 +231,16 @@ def test_cuda_vector_env():
 def rollout_cuda(env: BernoulliBanditVectorEnv) -> torch.Tensor:
     env.reset(seed=11)
     return torch.stack([env.step(torch.full((env.num_envs,), 2, device="cuda"))[1] for _ in range(5)])
+
+
+def test_deferred_action_checks_clamp_and_raise_at_the_next_reset():
+    """The CUDA mode (no host synchronization per step), exercised on the CPU."""
+    family = BernoulliBanditFamily(num_arms=3)
+    env = family.make_vector_env(2)
+    env.deferred_action_checks = True
+    env.set_tasks({"means": np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=np.float32)})
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.array([7, 2]))  # 7 is out of range: clamped to arm 2, flagged
+    assert reward.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="invalid actions"):
+        env.reset(seed=1)

@@ -307,3 +307,17 @@ def test_cuda_matches_cpu():
         for a, b in zip(out_cpu[:4], out_gpu[:4], strict=True):
             assert b.device.type == "cuda" and a.dtype == b.dtype and a.shape == b.shape
             np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), atol=1e-6)
+
+
+def test_deferred_action_checks_raise_at_the_next_reset():
+    """The CUDA mode (no host synchronization per step), exercised on the CPU."""
+    env = make_env(np.array([[0.3, 0.3]], dtype=np.float32))
+    env.deferred_action_checks = True
+    env.reset(seed=0)
+    obs, *_ = env.step(np.array([[np.nan, 0.0]], dtype=np.float32))  # no exception here
+    assert torch.isnan(obs).any()
+    with pytest.raises(ValueError, match="invalid actions"):
+        env.reset(seed=0)
+    env.reset(seed=0)  # the flag was cleared
+    env.step(np.array([[0.05, 0.0]], dtype=np.float32))
+    env.reset(seed=0)
