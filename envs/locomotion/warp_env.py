@@ -84,6 +84,10 @@ class WarpLocomotionVectorEnv(MetaVectorEnv):
         self._task: torch.Tensor | None = None  # float32 [N, *task_shape] on the device
         self._needs_reset = True
         self._terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        #: Check actions without a host synchronization (default on CUDA): non-finite actions set a device flag
+        #: (and propagate into the state, which is then flagged unstable) and the next ``reset()`` raises.
+        self.deferred_action_checks = self.device.type != "cpu"
+        self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
         self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
 
     # ---------------------------------------------------------------------------------------------- the API
@@ -119,6 +123,9 @@ class WarpLocomotionVectorEnv(MetaVectorEnv):
         mask = torch.as_tensor(mask, device=self.device)
         if self._needs_reset and not bool(mask.all()):
             raise RuntimeError("the first reset after set_tasks must reset every sub-environment")
+        if self.deferred_action_checks and bool(self._invalid_actions):  # one synchronization per episode
+            self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
+            raise ValueError("non-finite actions (NaN or infinity) were passed to step() during the last episode")
         if seed is not None:
             self.generator.manual_seed(int(seed))
         n, nq, nv = self.num_envs, self.family.model.nq, self.family.model.nv
@@ -205,6 +212,9 @@ class WarpLocomotionVectorEnv(MetaVectorEnv):
         if actions.dtype == torch.bool or actions.is_complex():
             raise ValueError(f"actions must be real numbers, got dtype {actions.dtype}")
         actions = actions.to(device=self.device, dtype=torch.float32)
-        if not bool(torch.isfinite(actions).all()):
+        finite = torch.isfinite(actions).all()
+        if self.deferred_action_checks:
+            self._invalid_actions = self._invalid_actions | ~finite
+        elif not bool(finite):
             raise ValueError("actions must be finite (got NaN or infinity)")
         return actions.clamp(-1.0, 1.0)

@@ -104,6 +104,9 @@ class WarpSim:
         self.num_envs = int(num_envs)
         self.frame_skip = int(frame_skip)
         self.use_graph = bool(use_graph)
+        #: Reset unstable worlds without asking the host whether there are any (a masked reset every step).
+        #: On by default on CUDA, where that question would synchronize the stream every step.
+        self.sync_free = self.warp_device.is_cuda
         with wp.ScopedDevice(self.warp_device):
             self._model = mjw.put_model(model)
             self._data = mjw.make_data(model, nworld=self.num_envs)
@@ -171,7 +174,7 @@ class WarpSim:
         for value in (self.qpos, self.qvel, self._qacc):
             unstable |= ~(value.abs() <= MAX_VALUE).all(dim=1)  # NaN compares False
         unstable &= active
-        if bool(unstable.any()):
+        if self.sync_free or bool(unstable.any()):
             self.reset_to_defaults(unstable)
         return unstable
 

@@ -306,3 +306,28 @@ def test_training_through_the_learner_with_the_warp_backend(tmp_path):
     for name in ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/surrogate_before"):
         assert math.isfinite(row[name]), name
     assert row["trpo/step_accepted"] == 1.0
+
+
+def test_sync_free_mode_resets_unstable_worlds_and_defers_action_checks(pairs):
+    """The CUDA defaults (no host synchronization per step), exercised on warp's CPU device."""
+    env = pairs("ant-dir").warp
+    env.sim.sync_free, env.deferred_action_checks = True, True
+    try:
+        env.reset(seed=0)
+        qpos, qvel = env.get_state()
+        qvel[5, 3] = float("nan")
+        env.set_state(qpos, qvel)
+        obs, reward, terminated, _, info = env.step(torch.zeros(N, 8))
+        assert info["unstable"].tolist() == [i == 5 for i in range(N)]
+        assert terminated[5] and reward[5] == 0 and torch.isfinite(obs).all()
+        torch.testing.assert_close(env.get_state()[0][5], torch.as_tensor(env.family.model.qpos0, dtype=torch.float32))
+        env.reset(seed=0)
+        bad = torch.zeros(N, 8)
+        bad[1, 0] = float("nan")
+        env.step(bad)  # no exception here: the check is deferred
+        with pytest.raises(ValueError, match="non-finite actions"):
+            env.reset(seed=0)
+        env.reset(seed=0)  # the flag was cleared
+    finally:
+        env.sim.sync_free, env.deferred_action_checks = False, False
+        env.reset(seed=0)
