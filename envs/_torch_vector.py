@@ -17,21 +17,7 @@ import torch
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from envs.base import MetaVectorEnv, Tasks
-
-
-def check_positive_int(value: Any, name: str) -> int:
-    """Return ``value`` as an ``int`` if it is an integer >= 1, else raise ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def check_task_request(n: Any, rng: Any) -> int:
-    """Validate the arguments of ``sample_tasks(n, rng)``; returns ``n`` as an ``int``."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return check_positive_int(n, "n (number of tasks)")
+from envs.base import MetaVectorEnv, Tasks, check_positive_int
 
 
 def _to_numpy(value: Any) -> np.ndarray:

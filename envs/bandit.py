@@ -16,8 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs._torch_vector import TorchMetaVectorEnv, check_positive_int, check_task_request
-from envs.base import SingleTaskEnv, TaskFamily, Tasks, family_names, register_family
+from envs._torch_vector import TorchMetaVectorEnv
+from envs.base import (
+    SingleTaskEnv,
+    TaskFamily,
+    Tasks,
+    check_positive_int,
+    check_task_request,
+    family_names,
+    register_family,
+)
 
 
 class BernoulliBanditFamily(TaskFamily):

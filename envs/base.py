@@ -38,6 +38,20 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 Tasks = dict[str, np.ndarray]
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """Return ``value`` as an ``int`` if it is an integer >= 1, else raise ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_task_request(n: Any, rng: Any) -> int:
+    """Validate the arguments of ``sample_tasks(n, rng)``; returns ``n`` as an ``int``."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    return check_positive_int(n, "n (number of tasks)")
+
+
 def repeat_tasks(tasks: Tasks, repeats: int) -> Tasks:
     """Repeat every task row ``repeats`` times, task-major: row ``m * repeats + e`` is task ``m``."""
     if repeats < 1:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs._torch_vector import TorchMetaVectorEnv, check_task_request
-from envs.base import SingleTaskEnv, TaskFamily, Tasks, family_names, register_family
+from envs._torch_vector import TorchMetaVectorEnv
+from envs.base import SingleTaskEnv, TaskFamily, Tasks, check_task_request, family_names, register_family
 
 #: largest step per coordinate; actions are clipped to ``[-MAX_ACTION, MAX_ACTION]²``
 MAX_ACTION = 0.1

@@ -16,8 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs._torch_vector import TorchMetaVectorEnv, check_positive_int, check_task_request
-from envs.base import SingleTaskEnv, TaskFamily, Tasks, family_names, register_family
+from envs._torch_vector import TorchMetaVectorEnv
+from envs.base import (
+    SingleTaskEnv,
+    TaskFamily,
+    Tasks,
+    check_positive_int,
+    check_task_request,
+    family_names,
+    register_family,
+)
 
 #: allowed deviation of a transition row's sum from 1 in ``set_tasks``
 _ROW_SUM_TOLERANCE = 1e-4

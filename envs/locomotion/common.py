@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
 
-from envs.base import MetaVectorEnv, TaskFamily, Tasks
+from envs.base import MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import BatchedSim, default_num_threads
 from envs.locomotion.models import FRAME_SKIP, load_model
 
@@ -52,32 +52,19 @@ def array_namespace(x: Array) -> ModuleType:
     return torch if isinstance(x, torch.Tensor) else np
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as an ``int`` if it is an integer >= 1, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_sample_request(n: Any, rng: Any) -> int:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return check_positive_int(n, "n (number of tasks)")
-
-
 def sample_uniform(n: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
     """``[n]`` float32 draws from ``U[low, high]``."""
-    return rng.uniform(low, high, size=_check_sample_request(n, rng)).astype(np.float32)
+    return rng.uniform(low, high, size=check_task_request(n, rng)).astype(np.float32)
 
 
 def sample_direction(n: int, rng: np.random.Generator) -> np.ndarray:
     """``[n]`` float32 values −1 or +1, each with probability ½."""
-    return (2 * rng.integers(0, 2, size=_check_sample_request(n, rng)) - 1).astype(np.float32)
+    return (2 * rng.integers(0, 2, size=check_task_request(n, rng)) - 1).astype(np.float32)
 
 
 def sample_disc(n: int, rng: np.random.Generator, radius: float) -> np.ndarray:
     """``[n, 2]`` float32 points uniform (by area) in the disc of ``radius``: ``r = R√u``, ``θ = 2πu'``."""
-    u = rng.random((_check_sample_request(n, rng), 2))
+    u = rng.random((check_task_request(n, rng), 2))
     r, theta = radius * np.sqrt(u[:, 0]), 2 * np.pi * u[:, 1]
     return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1).astype(np.float32)
 
