@@ -51,18 +51,6 @@ class AntFamily(LocomotionFamily):
     healthy_z_range: ClassVar[tuple[float, float]] = (0.2, 1.0)
     supports_contact_forces: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        oracle: bool = False,
-        num_threads: int | None = None,
-        use_contact_forces: bool = False,
-        backend: str = "native",
-    ) -> None:
-        super().__init__(
-            oracle=oracle, num_threads=num_threads, use_contact_forces=use_contact_forces, backend=backend
-        )
-
     def _state_obs_dim(self) -> int:
         contact = (self.model.nbody - 1) * 6 if self.use_contact_forces else 0
         return self.model.nq - 2 + self.model.nv + contact
