@@ -21,7 +21,8 @@ captures the step graph, whose time is reported separately.
 Usage::
 
     python benchmarks/locomotion_throughput.py --family halfcheetah-vel ant-vel --num-envs 800 --steps 100
-    python benchmarks/locomotion_throughput.py --backend warp --device cpu --num-envs 8 --steps 50
+    python benchmarks/locomotion_throughput.py --backend warp --device cpu --num-envs 8 64 --steps 50
+    python benchmarks/locomotion_throughput.py --backend warp --device cuda --num-envs 800 --largest
 """
 
 from __future__ import annotations
@@ -151,19 +152,14 @@ def vector_env_rate(name, num_envs, steps, threads, rng) -> tuple[Callable[[], C
     return prepare, simulated_fraction
 
 
-def warp_rates(args: argparse.Namespace) -> None:
-    """``--backend warp``: the vector environment's env steps/s on the warp device, one row per family."""
+def warp_rate(name: str, num_envs: int, args: argparse.Namespace, rng: np.random.Generator) -> tuple[float, float]:
+    """Seconds of the first step (compile + graph capture) and the best env steps/s of the warp vector env."""
     import torch
 
-    print(f"machine: {cpu_model()}, nproc {default_num_threads()}, device {args.device}, torch threads "
-          f"{torch.get_num_threads()}")
-    print(f"mujoco {mujoco.__version__}, backend warp, N = {args.num_envs} worlds, {args.steps} env steps each")
-    print(f"{'family':<16} {'first step s':>12} {'warp env':>10}   [env steps/s, best of {args.repeats}]")
-    rng = np.random.default_rng(0)
-    for name in args.family:
-        family = make_family(name, backend="warp")
-        env = family.make_vector_env(args.num_envs, max_episode_steps=args.steps + 2, device=args.device)
-        env.set_tasks(family.sample_tasks(args.num_envs, rng))
+    family = make_family(name, backend="warp")
+    env = family.make_vector_env(num_envs, max_episode_steps=args.steps + 2, device=args.device)
+    try:
+        env.set_tasks(family.sample_tasks(num_envs, rng))
 
         def synchronize(device: torch.device = env.device) -> None:
             if device.type == "cuda":
@@ -171,23 +167,69 @@ def warp_rates(args: argparse.Namespace) -> None:
 
         env.reset(seed=0)
         start = time.perf_counter()
-        env.step(torch.zeros((args.num_envs, family.model.nu), device=env.device))  # compile + capture
+        env.step(torch.zeros((num_envs, family.model.nu), device=env.device))  # compile + capture
         synchronize()
         first = time.perf_counter() - start
         best = 0.0
         for _ in range(args.repeats):
             env.reset(seed=int(rng.integers(2**31)))
-            actions = torch.as_tensor(
-                rng.uniform(-1, 1, (args.steps, args.num_envs, family.model.nu)), dtype=torch.float32
-            ).to(env.device)
+            actions = torch.empty((args.steps, num_envs, family.model.nu), device=env.device)
+            actions.uniform_(-1, 1, generator=torch.Generator(env.device).manual_seed(int(rng.integers(2**31))))
             synchronize()
             start = time.perf_counter()
             for action in actions:
                 env.step(action)
             synchronize()
-            best = max(best, args.num_envs * args.steps / (time.perf_counter() - start))
-        print(f"{name:<16} {first:>12.1f} {best:>10,.0f}")
+            best = max(best, num_envs * args.steps / (time.perf_counter() - start))
+        return first, best
+    finally:
         env.close()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for torch's CUDA out-of-memory error and for warp's allocation failures."""
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "alloc" in str(error).lower()
+
+
+def warp_rates(args: argparse.Namespace) -> None:
+    """``--backend warp``: the vector environment's env steps/s on the warp device, one row per family and N.
+
+    With ``--largest``, N keeps doubling after the last ``--num-envs`` value until an allocation fails or
+    ``--max-num-envs`` is passed; the last N that ran is marked ``largest``.
+    """
+    import torch
+
+    print(f"machine: {cpu_model()}, nproc {default_num_threads()}, device {args.device}, torch threads "
+          f"{torch.get_num_threads()}")
+    if args.device == "cuda":
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+        print(f"gpu: {torch.cuda.get_device_name()}, {memory:.0f} GiB")
+    print(f"mujoco {mujoco.__version__}, backend warp, {args.steps} env steps per measurement")
+    print(f"{'family':<16} {'N':>9} {'first step s':>12} {'warp env':>12}   [env steps/s, best of {args.repeats}]")
+    rng = np.random.default_rng(0)
+    for name in args.family:
+        sizes = list(args.num_envs)
+        largest = None
+        while sizes:
+            num_envs = sizes.pop(0)
+            try:
+                first, best = warp_rate(name, num_envs, args, rng)
+            except (RuntimeError, MemoryError) as error:
+                if not (args.largest and not sizes and is_out_of_memory(error)):
+                    raise
+                print(f"{name:<16} {num_envs:>9,} {'out of memory: ' + str(error).splitlines()[0][:60]}")
+                break
+            finally:
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+            print(f"{name:<16} {num_envs:>9,} {first:>12.1f} {best:>12,.0f}")
+            largest = num_envs
+            if args.largest and not sizes and num_envs * 2 <= args.max_num_envs:
+                sizes.append(num_envs * 2)
+        if args.largest and largest is not None:
+            print(f"{name:<16} largest N that ran: {largest:,}")
 
 
 def main() -> None:
@@ -196,7 +238,11 @@ def main() -> None:
     parser.add_argument(
         "--family", nargs="+", default=["halfcheetah-vel", "ant-vel"], choices=[f.name for f in FAMILIES]
     )
-    parser.add_argument("--num-envs", type=int, default=800)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[800], help="one or more N (warp: a row each)")
+    parser.add_argument(
+        "--largest", action="store_true", help="warp only: double N after the last --num-envs until out of memory"
+    )
+    parser.add_argument("--max-num-envs", type=int, default=2**24, help="upper bound for --largest")
     parser.add_argument("--steps", type=int, default=100, help="environment steps per measurement")
     parser.add_argument("--num-threads", type=int, default=None, help="default: the cores available")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the best is kept")
@@ -208,6 +254,11 @@ def main() -> None:
         return
     if args.device != "cpu":
         parser.error("--device cuda needs --backend warp")
+    if args.largest:
+        parser.error("--largest needs --backend warp")
+    if len(args.num_envs) != 1:
+        parser.error("the native backend takes one --num-envs")
+    args.num_envs = args.num_envs[0]
     threads = args.num_threads or default_num_threads()
     steps_per_call = max(d for d in range(1, 26) if args.steps % d == 0)
     rng = np.random.default_rng(0)

@@ -8,7 +8,9 @@
 (b) ``maml_rl.sampling.sample_episodes`` for a full meta-batch: the vectorized environment plus one batched policy
     call per time step (paper preset policy, 100×100 ReLU, each task with its own parameters), counting the
     environment steps actually simulated (Ant's terminated sub-environments are frozen and not counted);
-and prints b/a. Both are the best of ``--repeats`` alternating measurements.
+and prints b/a. Both are the best of ``--repeats`` alternating measurements, after one untimed warm-up episode
+(where the warp backend loads its kernels and captures its step graph). With ``--backend warp --device cuda``,
+b/a compares the GPU sampler with the CPU's physics limit.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def main() -> None:
         robot = ROBOT[name.split("-")[0]]
         limit_prepare = rollout_limit(load_model(robot), n, args.horizon, threads, rng, steps_per_call=args.horizon)
         limit, sampler = Rate(), Rate()
+        _sample_steps(env, policy, params, args.tasks, generator, args.repeats)  # warm-up (warp: kernels, graph)
         for repeat in range(args.repeats):
             limit.measure(limit_prepare())
 

@@ -331,3 +331,36 @@ def test_sync_free_mode_resets_unstable_worlds_and_defers_action_checks(pairs):
     finally:
         env.sim.sync_free, env.deferred_action_checks = False, False
         env.reset(seed=0)
+
+
+@pytest.mark.parametrize("key", ["halfcheetah-vel", "ant-dir"])
+def test_sync_free_time_step_loop(pairs, key):
+    """With the CUDA defaults, collecting an episode synchronizes a fixed number of times, whatever its length
+    (counted on warp's CPU device with ``tests.host_sync``); with the CPU defaults, once or more per step."""
+    from maml_rl.policies import make_policy, task_params
+    from maml_rl.sampling import sample_episodes
+    from tests.host_sync import HostSyncCounter
+
+    env = pairs(key).warp
+    family = pairs(key).warp_family
+    policy = make_policy(
+        obs_dim=family.single_observation_space.shape[0], action_space_size=family.model.nu, discrete=False,
+        hidden_sizes=(8,), activation="relu", init_std=1.0, min_std=1e-6, generator=torch.Generator().manual_seed(0),
+    )
+    params = task_params(dict(policy.named_parameters()), 2)
+
+    def syncs(horizon: int, sync_free: bool) -> int:
+        env.max_episode_steps = horizon
+        env.sim.sync_free = env.deferred_action_checks = sync_free
+        with HostSyncCounter() as counter:
+            sample_episodes(env, policy, params, 2, torch.Generator().manual_seed(1), seed=2)
+        return counter.total
+
+    try:
+        syncs(3, True)  # the first reset after set_tasks checks its mask once
+        assert syncs(3, True) == syncs(12, True) <= 3
+        assert syncs(12, False) - syncs(3, False) >= 9
+    finally:
+        env.max_episode_steps = 200
+        env.sim.sync_free = env.deferred_action_checks = False
+        env.reset(seed=0)

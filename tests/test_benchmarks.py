@@ -1,0 +1,92 @@
+"""The benchmark scripts run and print their tables (tiny sizes: this checks the scripts, not the figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def run_script(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_meta_iteration_prints_phases():
+    out = run_script(
+        "meta_iteration.py", "navigation-2d/paper", "--iterations", "1", "--warmup", "0",
+        "--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=5",
+    )
+    assert "tasks=2 episodes/task=2 horizon=5" in out
+    assert "seconds per meta-iteration" in out and "environment steps / iteration        40" in out, out
+
+
+def test_sampler_throughput_prints_ratio():
+    out = run_script(
+        "sampler_throughput.py", "--family", "halfcheetah-vel", "--tasks", "2", "--episodes", "2",
+        "--horizon", "5", "--repeats", "1",
+    )
+    assert "halfcheetah-vel" in out and "b/a" in out
+
+
+def test_locomotion_throughput_native_and_argument_errors():
+    out = run_script("locomotion_throughput.py", "--family", "ant-vel", "--num-envs", "4", "--steps", "5",
+                     "--repeats", "1")
+    assert out.count("ant-vel") == 1
+    for args, message in [
+        (["--num-envs", "4", "8"], "the native backend takes one --num-envs"),
+        (["--largest"], "--largest needs --backend warp"),
+        (["--device", "cuda"], "--device cuda needs --backend warp"),
+    ]:
+        result = subprocess.run([sys.executable, str(BENCHMARKS / "locomotion_throughput.py"), *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_evaluation_speed_prints_seconds():
+    out = run_script("evaluation_speed.py", "--tasks", "2", "--episodes", "2", "--steps", "1", "--repeats", "1")
+    assert "seconds per evaluation" in out and "mean return per step" in out, out
+
+
+def load_locomotion_throughput():
+    spec = importlib.util.spec_from_file_location("locomotion_throughput", BENCHMARKS / "locomotion_throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_largest_n_doubles_until_an_allocation_fails(monkeypatch, capsys):
+    """``--largest`` without a GPU: the measurement is replaced by one that runs out of memory above N = 32."""
+    module = load_locomotion_throughput()
+
+    def fake_rate(name, num_envs, args, rng):
+        if num_envs > 32:
+            raise RuntimeError("Failed to allocate 1024 bytes on device 'cuda:0'")
+        return 0.5, 1000.0 * num_envs
+
+    monkeypatch.setattr(module, "warp_rate", fake_rate)
+    monkeypatch.setattr(sys, "argv", ["x", "--backend", "warp", "--family", "ant-vel", "--num-envs", "3", "8",
+                                      "--largest", "--steps", "1", "--repeats", "1"])
+    module.main()
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("ant-vel ") and "largest" not in line] == [
+        "3", "8", "16", "32", "64"
+    ]
+    assert "out of memory" in out and "largest N that ran: 32" in out
+
+
+def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
+    module = load_locomotion_throughput()
+    monkeypatch.setattr(module, "warp_rate", lambda *a: (_ for _ in ()).throw(RuntimeError("kernel failed")))
+    monkeypatch.setattr(sys, "argv", ["x", "--backend", "warp", "--num-envs", "8", "--largest"])
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        module.main()

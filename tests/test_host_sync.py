@@ -1,0 +1,75 @@
+"""The time-step loop never synchronizes with the host (issue 6: "no ``.item()``, ``.cpu()`` or numpy there").
+
+Checked on the CPU by counting the calls that would synchronize on a GPU (``tests.host_sync``) while
+collecting episodes of two horizons: with the device defaults (deferred action checks), the count must not
+grow with the number of time steps. The warp backend's version is in ``tests/envs/test_warp_backend.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+import envs
+from maml_rl.adaptation import adapt
+from maml_rl.advantages import with_advantages
+from maml_rl.policies import make_policy, task_params
+from maml_rl.sampling import sample_episodes
+from tests.host_sync import HostSyncCounter
+
+M, E = 3, 4
+SHORT, LONG = 3, 12
+FAMILIES = {"navigation-2d": {}, "bernoulli-bandit": {"num_arms": 5}, "tabular-mdp": {}}
+
+
+def episode_syncs(name: str, options: dict, horizon: int, deferred: bool, with_learner: bool = False) -> Counter:
+    family = envs.make_family(name, **options)
+    env = family.make_vector_env(M * E, max_episode_steps=horizon)
+    env.deferred_action_checks = deferred
+    env.set_tasks(envs.repeat_tasks(family.sample_tasks(M, np.random.default_rng(0)), E))
+    space = family.single_action_space
+    policy = make_policy(
+        obs_dim=family.single_observation_space.shape[0],
+        action_space_size=int(space.n) if family.is_discrete else space.shape[0],
+        discrete=family.is_discrete,
+        hidden_sizes=(8,),
+        activation="relu",
+        init_std=1.0,
+        min_std=1e-6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    params = task_params(dict(policy.named_parameters()), M)
+    generator = torch.Generator().manual_seed(1)
+    with HostSyncCounter() as counter:
+        episodes = sample_episodes(env, policy, params, M, generator, seed=2)
+        if with_learner:
+            episodes = with_advantages(episodes, gamma=0.99, gae_lambda=1.0)
+            adapted = adapt(policy, params, [episodes], 0.1)
+            sample_episodes(env, policy, adapted, M, generator, seed=3)
+    return counter.calls
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sampling_syncs_do_not_grow_with_the_horizon(name):
+    short = episode_syncs(name, FAMILIES[name], SHORT, deferred=True)
+    long = episode_syncs(name, FAMILIES[name], LONG, deferred=True)
+    assert short == long, f"host synchronizations per episode depend on the horizon: {dict(short)} vs {dict(long)}"
+    assert sum(long.values()) <= 3, dict(long)  # the reset's deferred action check and the unstable count
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_adapt_sample_syncs_do_not_grow_with_the_horizon(name):
+    """Baseline fit, GAE and the inner step between two rollouts add a fixed number, not one per step."""
+    short = episode_syncs(name, FAMILIES[name], SHORT, deferred=True, with_learner=True)
+    long = episode_syncs(name, FAMILIES[name], LONG, deferred=True, with_learner=True)
+    assert short == long, f"{dict(short)} vs {dict(long)}"
+
+
+def test_the_counter_sees_per_step_synchronizations():
+    """The control: with immediate action checks (the CPU default) every step reads a flag on the host."""
+    short = episode_syncs("navigation-2d", {}, SHORT, deferred=False)
+    long = episode_syncs("navigation-2d", {}, LONG, deferred=False)
+    assert sum(long.values()) - sum(short.values()) >= LONG - SHORT, (dict(short), dict(long))
