@@ -9,6 +9,9 @@ physics lives and nothing is copied to the host.
   warp graph (``wp.ScopedCapture``) and replayed with ``wp.capture_launch``: a CUDA graph on a GPU; on warp's
   CPU device (warp >= 1.19 replays CPU captures too) replay is bit-identical to eager launches and removes the
   Python launch overhead that dominates there. ``use_graph=False`` launches eagerly.
+* Streams (CUDA): every warp launch and graph replay runs on torch's current stream, so the torch code that
+  reads observations and writes controls around a step is ordered with it without a host synchronization.
+  The one capture runs on a side stream, because CUDA cannot capture the legacy default stream.
 * Frozen worlds: ``mujoco_warp`` has no per-world "skip"; ``step(active)`` steps every world and then puts the
   inactive ones back to their state before the step (integration state and contact forces), so they are
   untouched, as in ``BatchedSim``.
@@ -25,7 +28,8 @@ warnings, so that kernel loads are not printed on every run.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import mujoco
@@ -127,6 +131,7 @@ class WarpSim:
         if self.cfrc_ext is not None:
             self._frozen_state.append(self.cfrc_ext)
         self._graph: Any = None
+        self._capture_stream: torch.cuda.Stream | None = None
 
     def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
         """Reset the worlds where ``mask`` is True to joint state ``(qpos, qvel)`` (rows of the other worlds are
@@ -145,13 +150,13 @@ class WarpSim:
         self.qvel.copy_(torch.where(column, qvel.to(self.qvel), self.qvel))
         if self.cfrc_ext is not None:  # contact forces at the new state; the other worlds keep theirs
             kept = self.cfrc_ext.clone()
-            with wp.ScopedDevice(self.warp_device):
+            with self._on_torch_stream():
                 mjw.forward(self._model, self._data)
             self.cfrc_ext.copy_(torch.where(mask[:, None, None], self.cfrc_ext, kept))
 
     def reset_to_defaults(self, mask: torch.Tensor) -> None:
         """Put the worlds where ``mask`` (``[N]`` bool) is True at the model's default state."""
-        with wp.ScopedDevice(self.warp_device):
+        with self._on_torch_stream():
             mjw.reset_data(self._model, self._data, wp.from_torch(mask.contiguous()))
 
     def step(self, active: torch.Tensor) -> torch.Tensor:
@@ -186,20 +191,43 @@ class WarpSim:
     # ------------------------------------------------------------------------------------------ internals
     def _physics(self) -> None:
         """``frame_skip`` × ``mujoco_warp.step`` for every world: graph replay, or eager launches."""
+        with self._on_torch_stream():
+            if not self.use_graph:
+                self._launch()
+                return
+            if self._graph is None:
+                self._graph = self._capture()
+            wp.capture_launch(self._graph)  # on the current stream: torch's (see _on_torch_stream)
+
+    def _capture(self) -> Any:
+        """Record ``frame_skip`` steps as a warp graph (a CUDA graph on a GPU); recording runs nothing.
+
+        CUDA cannot capture the legacy default stream, which is torch's current stream unless the caller chose
+        another, so on a GPU the capture runs on a side stream of its own; replays run on torch's current stream.
+        """
+        if not self.warp_device.is_cuda:
+            with wp.ScopedCapture(device=self.warp_device) as capture:
+                self._launch()
+            return capture.graph
+        self._capture_stream = torch.cuda.Stream(self.device)  # kept alive with the graph
+        side = wp.stream_from_torch(self._capture_stream)
+        with (
+            wp.ScopedStream(side, sync_enter=False, sync_exit=False),
+            wp.ScopedCapture(device=self.warp_device, stream=side) as capture,
+        ):
+            self._launch()
+        return capture.graph
+
+    @contextmanager
+    def _on_torch_stream(self) -> Iterator[None]:
+        """Warp launches inside go to ``self.device``, on CUDA to torch's current stream, so that they are ordered
+        with the torch operations that read and write the same arrays (without a host synchronization)."""
         with wp.ScopedDevice(self.warp_device):
-            stream = wp.stream_from_torch(self.device) if self.warp_device.is_cuda else None
-            with wp.ScopedStream(stream) if stream is not None else nullcontext():
-                if not self.use_graph:
-                    self._launch()
-                    return
-                if self._graph is None:
-                    # Graph path (CUDA graph on a GPU). Capture records the launches without running them;
-                    # the replay below runs them. On CUDA, warp runs on torch's current stream so the torch
-                    # reads/writes around the step are ordered with it.
-                    with wp.ScopedCapture(device=self.warp_device, stream=stream) as capture:
-                        self._launch()
-                    self._graph = capture.graph
-                wp.capture_launch(self._graph, stream=stream)
+            if not self.warp_device.is_cuda:
+                yield
+                return
+            with wp.ScopedStream(wp.stream_from_torch(self.device)):
+                yield
 
     def _launch(self) -> None:
         for _ in range(self.frame_skip):
