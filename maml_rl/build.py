@@ -104,6 +104,14 @@ class Generators:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the streams; ``ValueError`` if the action noise was drawn on another kind of device."""
+        saved = state["actions"]
+        if saved.numel() != self.actions.get_state().numel():  # CPU (Mersenne Twister) vs CUDA (Philox) state
+            saved_on = "cpu" if saved.numel() == torch.Generator().get_state().numel() else "a GPU"
+            raise ValueError(
+                f"the run drew its action noise on {saved_on}, this learner is on {self.actions.device}; "
+                "resume on the same kind of device (--device) to continue the same random streams"
+            )
         self.tasks.bit_generator.state = state["tasks"]
         self.resets.bit_generator.state = state["resets"]
         self.actions.set_state(state["actions"])

@@ -111,10 +111,13 @@ class Trainer:
         check_fits(state, self.config.env.family, self.policy, checkpoint_path(self.run_dir, iteration))
         if "generators" not in state:
             raise CheckpointError(f"the latest checkpoint in {self.run_dir} has no generator states; cannot resume")
+        try:
+            self.generators.load_state_dict(state["generators"])
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint {checkpoint_path(self.run_dir, iteration)}: {error}") from error
+        self.policy.load_state_dict(state["policy"])
         if state.get("config") != self.config.to_dict():  # allowed by the caller: config.yaml follows the run
             save_config(self.config, self.run_dir / CONFIG_FILE)
-        self.policy.load_state_dict(state["policy"])
-        self.generators.load_state_dict(state["generators"])
         self.iteration = iteration
 
     def save(self, state: dict[str, Any] | None = None) -> Path:

@@ -200,6 +200,7 @@ def test_edited_config_is_refused_unless_allowed(finished, capsys):
         ("other-family", ["--allow-config-change"], "is from task family 'bernoulli-bandit', the config says"),
         ("other-policy-shape", ["--allow-config-change"], "does not fit the config's policy"),
         ("no-config", [], "is not a run directory (no config.yaml)"),
+        ("gpu-generator", [], "the run drew its action noise on a GPU, this learner is on cpu; resume on the same"),
     ],
 )
 def test_bad_resume_gives_one_clear_error_and_overwrites_nothing(finished, capsys, breakage, extra, message):
@@ -218,6 +219,10 @@ def test_bad_resume_gives_one_clear_error_and_overwrites_nothing(finished, capsy
         torch.save(state, latest)
     elif breakage == "no-config":
         (finished / "config.yaml").unlink()
+    elif breakage == "gpu-generator":  # a CUDA generator's state: seed and offset, 16 bytes
+        state = torch.load(latest, weights_only=False)
+        state["generators"]["actions"] = torch.zeros(16, dtype=torch.uint8)
+        torch.save(state, latest)
     before = snapshot(finished)
     code, err = train(capsys, "--resume", finished, "--set", "train.num_iterations=3", *extra)
     assert code == 2 and len(err) == 1, err
