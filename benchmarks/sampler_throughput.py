@@ -57,7 +57,7 @@ def main() -> None:
     for name in args.family:
         rng = np.random.default_rng(0)
         family = envs.make_family(name, backend=args.backend)
-        env = family.make_vector_env(n, max_episode_steps=args.horizon, device=args.device)
+        env = family.make_vector_env(n, max_episode_steps=args.horizon, device=family.env_device(args.device))
         env.set_tasks(envs.repeat_tasks(family.sample_tasks(args.tasks, rng), args.episodes))
         policy = GaussianMLPPolicy(family.single_observation_space.shape[0], family.single_action_space.shape[0],
                                    generator=torch.Generator().manual_seed(0)).to(args.device)

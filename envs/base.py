@@ -102,6 +102,11 @@ class TaskFamily(ABC):
     ) -> MetaVectorEnv:
         """Create a vectorized environment with ``num_envs`` sub-environments (tasks set later)."""
 
+    def env_device(self, learner_device: Any) -> Any:
+        """Where this family's vector environment runs when the learner is on ``learner_device``: there, unless
+        the environment can only simulate on the CPU (then "cpu"; the sampler moves its arrays to the learner)."""
+        return learner_device
+
     @property
     def is_discrete(self) -> bool:
         """True when actions are integers (``Discrete`` space)."""

@@ -195,7 +195,9 @@ def adaptation_returns(
     family = build_family(config)
     streams = evaluation_streams(protocol.seed, device)
     n, per_task = protocol.num_tasks, protocol.episodes_per_task
-    env = family.make_vector_env(n * per_task, max_episode_steps=horizon_of(config, family), device=device)
+    env = family.make_vector_env(
+        n * per_task, max_episode_steps=horizon_of(config, family), device=family.env_device(device)
+    )
     env.set_tasks(envs.repeat_tasks(family.sample_tasks(n, streams.tasks), per_task))
     maml = config.maml
     params = task_params({name: p.detach() for name, p in policy.named_parameters()}, n)

@@ -79,7 +79,9 @@ class Trainer:
         self.generators = Generators.from_seed(config.train.seed, self.device)
         self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
         self.env = self.family.make_vector_env(
-            self.num_tasks * self.per_task, max_episode_steps=horizon_of(config, self.family), device=self.device
+            self.num_tasks * self.per_task,
+            max_episode_steps=horizon_of(config, self.family),
+            device=self.family.env_device(self.device),
         )
         self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
         self.iteration = 0

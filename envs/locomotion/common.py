@@ -201,6 +201,10 @@ class LocomotionFamily(TaskFamily):
             )
         return LocomotionVectorEnv(self, num_envs, max_episode_steps=horizon)
 
+    def env_device(self, learner_device: Any) -> Any:
+        """The native backend simulates on the CPU whatever the learner's device; warp on the learner's device."""
+        return learner_device if self.backend == "warp" else "cpu"
+
     @property
     def single_observation_space(self) -> gym.spaces.Box:
         """``Box(-inf, inf, (obs_dim,), float32)``."""

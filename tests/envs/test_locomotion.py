@@ -427,3 +427,10 @@ def test_close_releases_and_blocks_use():
         env.step(np.zeros((2, 8)))
     with pytest.raises(RuntimeError, match="closed"):
         env.reset()
+
+
+def test_env_device_follows_the_backend():
+    """A learner on a GPU: native MuJoCo still simulates on the CPU, the torch families on the GPU (warp: in
+    tests/envs/test_warp_backend.py)."""
+    assert make_family("halfcheetah-vel").env_device("cuda") == "cpu"
+    assert make_family("navigation-2d").env_device("cuda") == "cuda"

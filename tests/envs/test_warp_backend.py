@@ -250,6 +250,10 @@ def test_backend_option_and_device_errors(monkeypatch):
         make_family("ant-goal", backend="warp")
 
 
+def test_env_device_is_the_learner_device():
+    assert make_family("ant-goal", backend="warp").env_device("cuda:1") == "cuda:1"
+
+
 def test_single_env_registration(pairs):
     import gymnasium as gym
 
