@@ -293,8 +293,10 @@ def test_cuda_backend_follows_cpu_backend(name, use_graph):
         assert torch.equal(c_terminated.cpu(), terminated)
 
 
-def test_training_through_the_learner_with_the_warp_backend(tmp_path):
-    """The learner consumes the warp backend's device tensors unchanged: one tiny meta-iteration trains."""
+@pytest.mark.parametrize("cuda_defaults", [False, True], ids=["cpu-defaults", "cuda-defaults"])
+def test_training_through_the_learner_with_the_warp_backend(tmp_path, cuda_defaults):
+    """The learner consumes the warp backend's device tensors unchanged: one tiny meta-iteration trains, also
+    with the CUDA defaults (sync-free instability resets, deferred action checks) switched on."""
     import math
 
     from maml_rl.config import load_config
@@ -305,7 +307,9 @@ def test_training_through_the_learner_with_the_warp_backend(tmp_path):
         ["env.options={backend: warp}", "maml.meta_batch_size=2", "maml.fast_batch_size=2", "env.horizon=6",
          "policy.hidden_sizes=[8]", "train.num_iterations=1"],
     )
-    (row,) = Trainer(config, tmp_path).train(progress=False)
+    trainer = Trainer(config, tmp_path)
+    trainer.env.sim.sync_free = trainer.env.deferred_action_checks = cuda_defaults
+    (row,) = trainer.train(progress=False)
     assert row["env/steps"] == 2 * 2 * 2 * 6  # train + validation, no early terminations for HalfCheetah
     for name in ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/surrogate_before"):
         assert math.isfinite(row[name]), name
