@@ -191,7 +191,7 @@ class TorchMetaVectorEnv(MetaVectorEnv):
                 raise ValueError(f"actions must be numeric, got dtype {array.dtype}")
             tensor = torch.as_tensor(array, device=self.device)
         space = self.single_action_space
-        expected = (self.num_envs, *space.shape)
+        expected = (self.num_envs, *(space.shape or ()))
         if tuple(tensor.shape) != expected:
             raise ValueError(f"actions must have shape {list(expected)}, got {list(tensor.shape)}")
         if tensor.dtype == torch.bool or tensor.is_complex():

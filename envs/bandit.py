@@ -140,6 +140,6 @@ if BernoulliBanditFamily.name not in family_names():
 if BernoulliBanditFamily.gym_id not in gym.registry:
     gym.register(
         id=BernoulliBanditFamily.gym_id,
-        entry_point=BernoulliBanditEnv,
+        entry_point="envs.bandit:BernoulliBanditEnv",
         max_episode_steps=BernoulliBanditFamily.default_horizon,
     )

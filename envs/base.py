@@ -70,7 +70,8 @@ def num_tasks(tasks: Tasks) -> int:
 class MetaVectorEnv(VectorEnv):
     """A vectorized environment whose sub-environment ``i`` runs task row ``i`` (see module docstring)."""
 
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.DISABLED}
+    # gymnasium declares ``metadata`` on instances; a class-level default is its own convention
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.DISABLED}  # type: ignore[misc]
 
     #: where observations/rewards live: "cpu" for numpy-returning envs, a torch device for torch envs.
     device: Any = "cpu"
@@ -158,7 +159,7 @@ class SingleTaskEnv(gym.Env):
     ``max_episode_steps`` is given.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}  # type: ignore[misc]  # as above
 
     def __init__(
         self, family: TaskFamily, task: Tasks | None = None, max_episode_steps: int | None = None

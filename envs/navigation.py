@@ -140,6 +140,6 @@ if Navigation2DFamily.name not in family_names():
 if Navigation2DFamily.gym_id not in gym.registry:
     gym.register(
         id=Navigation2DFamily.gym_id,
-        entry_point=Navigation2DEnv,
+        entry_point="envs.navigation:Navigation2DEnv",
         max_episode_steps=Navigation2DFamily.default_horizon,
     )

@@ -184,6 +184,6 @@ if TabularMDPFamily.name not in family_names():
 if TabularMDPFamily.gym_id not in gym.registry:
     gym.register(
         id=TabularMDPFamily.gym_id,
-        entry_point=TabularMDPEnv,
+        entry_point="envs.tabular_mdp:TabularMDPEnv",
         max_episode_steps=TabularMDPFamily.default_horizon,
     )

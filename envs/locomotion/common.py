@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 from abc import abstractmethod
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import gymnasium as gym
 import mujoco
@@ -43,10 +43,11 @@ BACKENDS = ("native", "warp")
 #: how to install the warp backend's dependency
 WARP_INSTALL_HINT = "pip install 'mujoco-warp>=4.0' (or pip install 'maml-rl[gpu]')"
 
-Array = np.ndarray | torch.Tensor
+#: numpy (native backend) or torch (warp backend); one call takes all of one kind
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
 
-def array_namespace(x: Array) -> ModuleType:
+def array_namespace(x: np.ndarray | torch.Tensor) -> ModuleType:
     """``torch`` for a tensor, else ``numpy``: the module whose ``abs``, ``square``, ``clip``, ``isfinite``,
     ``zeros_like``, ``full_like`` and ``ones_like`` apply to ``x`` (the family hooks use only these)."""
     return torch if isinstance(x, torch.Tensor) else np
@@ -84,7 +85,7 @@ def check_tasks(family: LocomotionFamily, num_envs: int, tasks: Tasks) -> np.nda
     return array.astype(np.float64)
 
 
-def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> Array | None:
+def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarray | torch.Tensor | None:
     """The ``reset_mask`` of ``reset``'s options (a bool ``[num_envs]`` numpy array or tensor), or None.
 
     Raises ``ValueError`` on other options or a mask of the wrong dtype or shape.
@@ -413,7 +414,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         if hasattr(actions, "detach"):
             actions = actions.detach().cpu().numpy()
         array = np.asarray(actions)
-        expected = (self.num_envs, *self.single_action_space.shape)
+        expected = (self.num_envs, *(self.single_action_space.shape or ()))
         if array.shape != expected:
             raise ValueError(f"actions must have shape {list(expected)}, got {list(array.shape)}")
         if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):

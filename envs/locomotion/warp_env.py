@@ -206,7 +206,7 @@ class WarpLocomotionVectorEnv(MetaVectorEnv):
         """Validated actions as float32 ``[N, act_dim]`` on the device, clipped to ``[-1, 1]``."""
         if not isinstance(actions, torch.Tensor):
             actions = torch.as_tensor(np.asarray(actions))
-        expected = (self.num_envs, *self.single_action_space.shape)
+        expected = (self.num_envs, *(self.single_action_space.shape or ()))
         if tuple(actions.shape) != expected:
             raise ValueError(f"actions must have shape {list(expected)}, got {list(actions.shape)}")
         if actions.dtype == torch.bool or actions.is_complex():

@@ -66,7 +66,8 @@ def test_family_options_and_spaces():
 def test_module_can_be_executed_twice():
     spec = importlib.util.spec_from_file_location("envs._bandit_again", envs.bandit.__file__)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    assert gym.spec("BernoulliBandit-v0").entry_point is BernoulliBanditEnv
+    assert gym.spec("BernoulliBandit-v0").entry_point == "envs.bandit:BernoulliBanditEnv"  # registered once
+    assert isinstance(gym.make("BernoulliBandit-v0").unwrapped, BernoulliBanditEnv)
 
 
 # ------------------------------------------------------------------------------------------------ rewards

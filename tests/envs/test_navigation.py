@@ -79,7 +79,8 @@ def test_module_can_be_executed_twice():
     spec = importlib.util.spec_from_file_location("envs._navigation_again", envs.navigation.__file__)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     assert make_family("navigation-2d").__class__ is Navigation2DFamily
-    assert gym.spec("Navigation2D-v0").entry_point is Navigation2DEnv
+    assert gym.spec("Navigation2D-v0").entry_point == "envs.navigation:Navigation2DEnv"  # registered once
+    assert isinstance(gym.make("Navigation2D-v0").unwrapped, Navigation2DEnv)
 
 
 # ----------------------------------------------------------------------------------------------- dynamics

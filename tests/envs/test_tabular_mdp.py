@@ -101,7 +101,8 @@ def test_family_options_and_spaces():
 def test_module_can_be_executed_twice():
     spec = importlib.util.spec_from_file_location("envs._tabular_mdp_again", envs.tabular_mdp.__file__)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    assert gym.spec("TabularMDP-v0").entry_point is TabularMDPEnv
+    assert gym.spec("TabularMDP-v0").entry_point == "envs.tabular_mdp:TabularMDPEnv"  # registered once
+    assert isinstance(gym.make("TabularMDP-v0").unwrapped, TabularMDPEnv)
 
 
 # -------------------------------------------------------------------------------------------- dynamics
