@@ -54,7 +54,19 @@ def test_locomotion_throughput_native_and_argument_errors():
 
 def test_evaluation_speed_prints_seconds():
     out = run_script("evaluation_speed.py", "--tasks", "2", "--episodes", "2", "--steps", "1", "--repeats", "1")
+    assert "navigation-2d: 2 tasks x 2 episodes x 2 rounds, horizon 100, device cpu" in out, out
     assert "seconds per evaluation" in out and "mean return per step" in out, out
+
+
+def test_evaluation_speed_on_the_warp_backend_and_its_errors():
+    pytest.importorskip("mujoco_warp")
+    out = run_script("evaluation_speed.py", "halfcheetah-vel/paper", "--backend", "warp", "--tasks", "2",
+                     "--episodes", "1", "--steps", "1", "--repeats", "1")
+    assert "halfcheetah-vel: 2 tasks x 1 episodes x 2 rounds, horizon 200" in out, out
+    for args, message in [(["nope/paper"], "config not found"), (["--run", "x", "--backend", "warp"], "--backend")]:
+        result = subprocess.run([sys.executable, str(BENCHMARKS / "evaluation_speed.py"), *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def load_locomotion_throughput():
