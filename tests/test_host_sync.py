@@ -8,6 +8,7 @@ grow with the number of time steps. The warp backend's version is in ``tests/env
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -25,10 +26,15 @@ SHORT, LONG = 3, 12
 FAMILIES = {"navigation-2d": {}, "bernoulli-bandit": {"num_arms": 5}, "tabular-mdp": {}}
 
 
-def episode_syncs(name: str, options: dict, horizon: int, deferred: bool, with_learner: bool = False) -> Counter:
+def sample_adapt_sample(name: str, options: dict, horizon: int, deferred: bool | None, device: str = "cpu",
+                        with_learner: bool = False) -> Callable[[], None]:
+    """Build ``M × E`` sub-environments of ``name`` and a policy on ``device``; return the run to count: one
+    sampling pass (and, ``with_learner``, GAE, the inner step and a second pass). ``deferred=None`` keeps the
+    environment's default action checks."""
     family = envs.make_family(name, **options)
-    env = family.make_vector_env(M * E, max_episode_steps=horizon)
-    env.deferred_action_checks = deferred
+    env = family.make_vector_env(M * E, max_episode_steps=horizon, device=family.env_device(device))
+    if deferred is not None:
+        env.deferred_action_checks = deferred
     env.set_tasks(envs.repeat_tasks(family.sample_tasks(M, np.random.default_rng(0)), E))
     space = family.single_action_space
     policy = make_policy(
@@ -40,15 +46,24 @@ def episode_syncs(name: str, options: dict, horizon: int, deferred: bool, with_l
         init_std=1.0,
         min_std=1e-6,
         generator=torch.Generator().manual_seed(0),
-    )
+    ).to(device)
     params = task_params(dict(policy.named_parameters()), M)
-    generator = torch.Generator().manual_seed(1)
-    with HostSyncCounter() as counter:
+    generator = torch.Generator(device).manual_seed(1)
+
+    def run() -> None:
         episodes = sample_episodes(env, policy, params, M, generator, seed=2)
         if with_learner:
             episodes = with_advantages(episodes, gamma=0.99, gae_lambda=1.0)
             adapted = adapt(policy, params, [episodes], 0.1)
             sample_episodes(env, policy, adapted, M, generator, seed=3)
+
+    return run
+
+
+def episode_syncs(name: str, options: dict, horizon: int, deferred: bool, with_learner: bool = False) -> Counter:
+    run = sample_adapt_sample(name, options, horizon, deferred, with_learner=with_learner)
+    with HostSyncCounter() as counter:
+        run()
     return counter.calls
 
 
@@ -73,3 +88,35 @@ def test_the_counter_sees_per_step_synchronizations():
     short = episode_syncs("navigation-2d", {}, SHORT, deferred=False)
     long = episode_syncs("navigation-2d", {}, LONG, deferred=False)
     assert sum(long.values()) - sum(short.values()) >= LONG - SHORT, (dict(short), dict(long))
+
+
+CUDA_FAMILIES = {**FAMILIES, "halfcheetah-vel": {"backend": "warp"}, "ant-dir": {"backend": "warp"}}
+
+
+def cuda_syncs(name: str, horizon: int) -> int:
+    """Synchronizing CUDA calls that torch's own detector (``set_sync_debug_mode``) reports for a sample, adapt,
+    sample pass with the CUDA defaults, after a first pass that loads kernels and captures graphs."""
+    import warnings
+
+    if CUDA_FAMILIES[name].get("backend") == "warp":
+        pytest.importorskip("mujoco_warp")
+    run = sample_adapt_sample(name, CUDA_FAMILIES[name], horizon, None, device="cuda", with_learner=True)
+    run()
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(warning.message) for warning in caught)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", CUDA_FAMILIES)
+def test_cuda_time_step_loop_does_not_synchronize(name):
+    """On a GPU, with the device defaults, the synchronizations torch detects do not grow with the horizon."""
+    short, long = cuda_syncs(name, SHORT), cuda_syncs(name, LONG)
+    assert short == long, (short, long)

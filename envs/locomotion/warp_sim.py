@@ -114,6 +114,9 @@ class WarpSim:
         with wp.ScopedDevice(self.warp_device):
             self._model = mjw.put_model(model)
             self._data = mjw.make_data(model, nworld=self.num_envs)
+        # The uploads above ran on warp's own stream, every later launch runs on torch's: wait for them once here,
+        # so that no torch operation on the views can overtake them (a no-op on the CPU).
+        wp.synchronize_device(self.warp_device)
         data = self._data
         #: ``[N, nq]`` joint positions, a zero-copy view of the device array (float32)
         self.qpos: torch.Tensor = wp.to_torch(data.qpos)
@@ -184,7 +187,9 @@ class WarpSim:
         return unstable
 
     def close(self) -> None:
-        """Drop the device arrays and the graph (the views keep their memory alive until released)."""
+        """Drop the device arrays and the graph (the views keep their memory alive until released), after the
+        work queued on them has finished (a whole-device synchronization on CUDA)."""
+        wp.synchronize_device(self.warp_device)
         self._graph = None
         del self._model, self._data, self.qpos, self.qvel, self.ctrl, self.cfrc_ext, self._qacc, self._frozen_state
 

@@ -272,25 +272,34 @@ def test_single_env_registration(pairs):
 @pytest.mark.parametrize("name", ["halfcheetah-vel", "ant-vel"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_backend_follows_cpu_backend(name, use_graph):
+def test_cuda_backend_follows_native(name, use_graph):
+    """warp on CUDA (graph replay or eager launches, sync-free defaults) against native MuJoCo: two steps from
+    the same state under the same actions, with the tolerances of the CPU-device comparison above."""
     from envs.locomotion.warp_env import WarpLocomotionVectorEnv
 
-    family = make_family(name, backend="warp")
-    cpu = family.make_vector_env(N, device="cpu")
-    cuda = WarpLocomotionVectorEnv(family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
-    tasks = family.sample_tasks(N, np.random.default_rng(0))
-    cpu.set_tasks(tasks)
+    native_family, warp_family = make_family(name), make_family(name, backend="warp")
+    native = native_family.make_vector_env(N)
+    cuda = WarpLocomotionVectorEnv(warp_family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
+    assert cuda.sim.sync_free and cuda.deferred_action_checks
+    tasks = native_family.sample_tasks(N, np.random.default_rng(0))
+    native.set_tasks(tasks)
     cuda.set_tasks(tasks)
-    cpu.reset(seed=0)
-    qpos, qvel = cpu.get_state()
+    native.reset(seed=1)
+    qpos, qvel = (value.astype(np.float32).astype(np.float64) for value in native.get_state())
+    native.set_state(qpos, qvel)
     cuda.set_state(qpos, qvel)
-    for action in np.random.default_rng(1).uniform(-1, 1, (2, N, family.model.nu)):
-        obs, reward, terminated, _, _ = cpu.step(action)
+    for t, action in enumerate(np.random.default_rng(1).uniform(-1, 1, (2, N, native_family.model.nu))):
+        obs, reward, terminated, _, info = native.step(action)
         c_obs, c_reward, c_terminated, _, c_info = cuda.step(torch.as_tensor(action, device="cuda"))
         assert c_obs.device.type == "cuda" and c_info["unstable"].device.type == "cuda"
-        torch.testing.assert_close(c_obs.cpu(), obs, rtol=0, atol=OBS_ATOL)
-        torch.testing.assert_close(c_reward.cpu(), reward, rtol=0, atol=REWARD_ATOL)
-        assert torch.equal(c_terminated.cpu(), terminated)
+        np.testing.assert_allclose(cuda.get_state()[0].cpu().numpy(), native.get_state()[0], atol=QPOS_ATOL)
+        np.testing.assert_allclose(c_obs.cpu().numpy(), obs, atol=OBS_ATOL, err_msg=f"step {t}")
+        np.testing.assert_allclose(c_reward.cpu().numpy(), reward, atol=REWARD_ATOL, err_msg=f"step {t}")
+        np.testing.assert_array_equal(c_terminated.cpu().numpy(), terminated)
+        assert set(c_info) == set(info) and not c_info["unstable"].any()
+        for key in info:
+            np.testing.assert_allclose(c_info[key].cpu().numpy(), info[key], atol=REWARD_ATOL, err_msg=key)
+    cuda.close()
 
 
 @pytest.mark.parametrize("cuda_defaults", [False, True], ids=["cpu-defaults", "cuda-defaults"])
