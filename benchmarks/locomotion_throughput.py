@@ -152,8 +152,13 @@ def vector_env_rate(name, num_envs, steps, threads, rng) -> tuple[Callable[[], C
     return prepare, simulated_fraction
 
 
-def warp_rate(name: str, num_envs: int, args: argparse.Namespace, rng: np.random.Generator) -> tuple[float, float]:
-    """Seconds of the first step (compile + graph capture) and the best env steps/s of the warp vector env."""
+def warp_rate(
+    name: str, num_envs: int, args: argparse.Namespace, rng: np.random.Generator
+) -> tuple[float, float, int]:
+    """The warp vector env's first step (kernel compilation and graph capture) in seconds, its best env steps/s
+    and the env steps per measurement: ``--steps``, or with ``--seconds S`` as many (at least 3, at most
+    ``--steps``) as take about S seconds at the rate of 3 timed steps, so that rows at large N stay short.
+    Actions come from a bank of 4 pre-drawn ``[N, act_dim]`` tensors, used in turn."""
     import torch
 
     family = make_family(name, backend="warp")
@@ -165,23 +170,28 @@ def warp_rate(name: str, num_envs: int, args: argparse.Namespace, rng: np.random
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
 
+        def timed_steps(steps: int, seed: int) -> float:
+            env.reset(seed=seed)
+            generator = torch.Generator(env.device).manual_seed(seed)
+            bank = torch.empty((4, num_envs, family.model.nu), device=env.device).uniform_(-1, 1, generator=generator)
+            synchronize()
+            start = time.perf_counter()
+            for t in range(steps):
+                env.step(bank[t % 4])
+            synchronize()
+            return time.perf_counter() - start
+
         env.reset(seed=0)
         start = time.perf_counter()
         env.step(torch.zeros((num_envs, family.model.nu), device=env.device))  # compile + capture
         synchronize()
         first = time.perf_counter() - start
-        best = 0.0
-        for _ in range(args.repeats):
-            env.reset(seed=int(rng.integers(2**31)))
-            actions = torch.empty((args.steps, num_envs, family.model.nu), device=env.device)
-            actions.uniform_(-1, 1, generator=torch.Generator(env.device).manual_seed(int(rng.integers(2**31))))
-            synchronize()
-            start = time.perf_counter()
-            for action in actions:
-                env.step(action)
-            synchronize()
-            best = max(best, num_envs * args.steps / (time.perf_counter() - start))
-        return first, best
+        steps = args.steps
+        if args.seconds:
+            rate = 3 * num_envs / timed_steps(3, 1)
+            steps = min(args.steps, max(3, round(args.seconds * rate / num_envs)))
+        best = max(num_envs * steps / timed_steps(steps, int(rng.integers(2**31))) for _ in range(args.repeats))
+        return first, best, steps
     finally:
         env.close()
 
@@ -206,30 +216,35 @@ def warp_rates(args: argparse.Namespace) -> None:
     if args.device == "cuda":
         memory = torch.cuda.get_device_properties(0).total_memory / 2**30
         print(f"gpu: {torch.cuda.get_device_name()}, {memory:.0f} GiB")
-    print(f"mujoco {mujoco.__version__}, backend warp, {args.steps} env steps per measurement")
-    print(f"{'family':<16} {'N':>9} {'first step s':>12} {'warp env':>12}   [env steps/s, best of {args.repeats}]")
+    budget = f"about {args.seconds:g} s (at most {args.steps} env steps)" if args.seconds else f"{args.steps} env steps"
+    print(f"mujoco {mujoco.__version__}, backend warp, {budget} per measurement")
+    print(
+        f"{'family':<16} {'N':>10} {'first step s':>12} {'warp env':>12} {'steps':>6}"
+        f"   [env steps/s, best of {args.repeats}]"
+    )
     rng = np.random.default_rng(0)
     for name in args.family:
         sizes = list(args.num_envs)
-        largest = None
+        largest, reason = None, f"the next would pass --max-num-envs {args.max_num_envs:,}"
         while sizes:
             num_envs = sizes.pop(0)
             try:
-                first, best = warp_rate(name, num_envs, args, rng)
+                first, best, steps = warp_rate(name, num_envs, args, rng)
             except (RuntimeError, MemoryError) as error:
                 if not (args.largest and not sizes and is_out_of_memory(error)):
                     raise
-                print(f"{name:<16} {num_envs:>9,} {'out of memory: ' + str(error).splitlines()[0][:60]}")
+                print(f"{name:<16} {num_envs:>10,} {'out of memory: ' + str(error).splitlines()[0][:60]}")
+                reason = "the next ran out of memory"
                 break
             finally:
                 if args.device == "cuda":
                     torch.cuda.empty_cache()
-            print(f"{name:<16} {num_envs:>9,} {first:>12.1f} {best:>12,.0f}")
+            print(f"{name:<16} {num_envs:>10,} {first:>12.1f} {best:>12,.0f} {steps:>6}")
             largest = num_envs
             if args.largest and not sizes and num_envs * 2 <= args.max_num_envs:
                 sizes.append(num_envs * 2)
         if args.largest and largest is not None:
-            print(f"{name:<16} largest N that ran: {largest:,}")
+            print(f"{name:<16} largest N that ran: {largest:,} ({reason})")
 
 
 def main() -> None:
@@ -244,6 +259,9 @@ def main() -> None:
     )
     parser.add_argument("--max-num-envs", type=int, default=2**24, help="upper bound for --largest")
     parser.add_argument("--steps", type=int, default=100, help="environment steps per measurement")
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="warp only: measure about this long per row (fewer steps at large N)"
+    )
     parser.add_argument("--num-threads", type=int, default=None, help="default: the cores available")
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements; the best is kept")
     parser.add_argument("--backend", choices=["native", "warp"], default="native")
@@ -254,8 +272,8 @@ def main() -> None:
         return
     if args.device != "cpu":
         parser.error("--device cuda needs --backend warp")
-    if args.largest:
-        parser.error("--largest needs --backend warp")
+    if args.largest or args.seconds:
+        parser.error("--largest and --seconds need --backend warp")
     if len(args.num_envs) != 1:
         parser.error("the native backend takes one --num-envs")
     args.num_envs = args.num_envs[0]

@@ -44,7 +44,8 @@ def test_locomotion_throughput_native_and_argument_errors():
     assert out.count("ant-vel") == 1
     for args, message in [
         (["--num-envs", "4", "8"], "the native backend takes one --num-envs"),
-        (["--largest"], "--largest needs --backend warp"),
+        (["--largest"], "--largest and --seconds need --backend warp"),
+        (["--seconds", "2"], "--largest and --seconds need --backend warp"),
         (["--device", "cuda"], "--device cuda needs --backend warp"),
     ]:
         result = subprocess.run([sys.executable, str(BENCHMARKS / "locomotion_throughput.py"), *args], cwd=ROOT,
@@ -83,7 +84,7 @@ def test_largest_n_doubles_until_an_allocation_fails(monkeypatch, capsys):
     def fake_rate(name, num_envs, args, rng):
         if num_envs > 32:
             raise RuntimeError("Failed to allocate 1024 bytes on device 'cuda:0'")
-        return 0.5, 1000.0 * num_envs
+        return 0.5, 1000.0 * num_envs, 1
 
     monkeypatch.setattr(module, "warp_rate", fake_rate)
     monkeypatch.setattr(sys, "argv", ["x", "--backend", "warp", "--family", "ant-vel", "--num-envs", "3", "8",
@@ -93,7 +94,7 @@ def test_largest_n_doubles_until_an_allocation_fails(monkeypatch, capsys):
     assert [line.split()[1] for line in out.splitlines() if line.startswith("ant-vel ") and "largest" not in line] == [
         "3", "8", "16", "32", "64"
     ]
-    assert "out of memory" in out and "largest N that ran: 32" in out
+    assert "out of memory" in out and "largest N that ran: 32 (the next ran out of memory)" in out
 
 
 def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
