@@ -206,8 +206,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 def warp_rates(args: argparse.Namespace) -> None:
     """``--backend warp``: the vector environment's env steps/s on the warp device, one row per family and N.
 
-    With ``--largest``, N keeps doubling after the last ``--num-envs`` value until an allocation fails or
-    ``--max-num-envs`` is passed; the last N that ran is marked ``largest``.
+    With ``--largest``, N keeps growing (× ``--growth``) after the last ``--num-envs`` value until an allocation
+    fails, ``--max-num-envs`` would be passed or the family's ``--budget`` seconds are spent; the last N that ran
+    is marked ``largest``, with the reason it stopped.
     """
     import torch
 
@@ -226,6 +227,7 @@ def warp_rates(args: argparse.Namespace) -> None:
     for name in args.family:
         sizes = list(args.num_envs)
         largest, reason = None, f"the next would pass --max-num-envs {args.max_num_envs:,}"
+        started = time.perf_counter()
         while sizes:
             num_envs = sizes.pop(0)
             try:
@@ -241,8 +243,11 @@ def warp_rates(args: argparse.Namespace) -> None:
                     torch.cuda.empty_cache()
             print(f"{name:<16} {num_envs:>10,} {first:>12.1f} {best:>12,.0f} {steps:>6}")
             largest = num_envs
-            if args.largest and not sizes and num_envs * 2 <= args.max_num_envs:
-                sizes.append(num_envs * 2)
+            if args.largest and not sizes and num_envs * args.growth <= args.max_num_envs:
+                if args.budget and time.perf_counter() - started > args.budget:
+                    reason = f"--budget {args.budget:g} s spent; memory was not exhausted"
+                    break
+                sizes.append(num_envs * args.growth)
         if args.largest and largest is not None:
             print(f"{name:<16} largest N that ran: {largest:,} ({reason})")
 
@@ -258,6 +263,10 @@ def main() -> None:
         "--largest", action="store_true", help="warp only: double N after the last --num-envs until out of memory"
     )
     parser.add_argument("--max-num-envs", type=int, default=2**24, help="upper bound for --largest")
+    parser.add_argument("--growth", type=int, default=2, help="--largest multiplies N by this each row")
+    parser.add_argument(
+        "--budget", type=float, default=0.0, help="--largest stops growing N after this many seconds per family"
+    )
     parser.add_argument("--steps", type=int, default=100, help="environment steps per measurement")
     parser.add_argument(
         "--seconds", type=float, default=0.0, help="warp only: measure about this long per row (fewer steps at large N)"
@@ -267,6 +276,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["native", "warp"], default="native")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="warp backend only")
     args = parser.parse_args()
+    if args.growth < 2:
+        parser.error("--growth must be at least 2")
     if args.backend == "warp":
         warp_rates(args)
         return

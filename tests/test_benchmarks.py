@@ -97,9 +97,42 @@ def test_largest_n_doubles_until_an_allocation_fails(monkeypatch, capsys):
     assert "out of memory" in out and "largest N that ran: 32 (the next ran out of memory)" in out
 
 
+def test_largest_n_stops_at_the_cap_or_the_time_budget(monkeypatch, capsys):
+    module = load_locomotion_throughput()
+    monkeypatch.setattr(module, "warp_rate", lambda name, num_envs, args, rng: (0.5, 1000.0 * num_envs, 1))
+    base = ["x", "--backend", "warp", "--family", "ant-vel", "--num-envs", "3", "--largest", "--growth", "4"]
+    monkeypatch.setattr(sys, "argv", [*base, "--max-num-envs", "100"])
+    module.main()
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("ant-vel ") and "largest" not in line] == [
+        "3", "12", "48"
+    ]
+    assert "largest N that ran: 48 (the next would pass --max-num-envs 100)" in out
+    monkeypatch.setattr(sys, "argv", [*base, "--budget", "1e-9"])
+    module.main()
+    assert "largest N that ran: 3 (--budget 1e-09 s spent; memory was not exhausted)" in capsys.readouterr().out
+
+
 def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
     module = load_locomotion_throughput()
     monkeypatch.setattr(module, "warp_rate", lambda *a: (_ for _ in ()).throw(RuntimeError("kernel failed")))
     monkeypatch.setattr(sys, "argv", ["x", "--backend", "warp", "--num-envs", "8", "--largest"])
     with pytest.raises(RuntimeError, match="kernel failed"):
         module.main()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: benchmarks/gpu_kit.sh prepare | cpu | gpu"),
+        (["cpu"], "carry .gpukit/one"),
+        (["gpu"], "the first half is not here: this is a fresh machine"),
+    ],
+)
+def test_gpu_kit_refuses_to_run_without_its_packages(tmp_path, args, message):
+    """``gpu_kit.sh`` (the device machine's GPU check) stops with a message naming what is missing."""
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_kit.sh"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
+    )
+    assert result.returncode == 2 and message in result.stderr + result.stdout, result.stderr
