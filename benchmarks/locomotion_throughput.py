@@ -260,7 +260,9 @@ def main() -> None:
     )
     parser.add_argument("--num-envs", type=int, nargs="+", default=[800], help="one or more N (warp: a row each)")
     parser.add_argument(
-        "--largest", action="store_true", help="warp only: double N after the last --num-envs until out of memory"
+        "--largest",
+        action="store_true",
+        help="warp only: grow N (x --growth) after the last --num-envs until out of memory",
     )
     parser.add_argument("--max-num-envs", type=int, default=2**24, help="upper bound for --largest")
     parser.add_argument("--growth", type=int, default=2, help="--largest multiplies N by this each row")

@@ -3,6 +3,7 @@
 Checked on the CPU by counting the calls that would synchronize on a GPU (``tests.host_sync``) while
 collecting episodes of two horizons: with the device defaults (deferred action checks), the count must not
 grow with the number of time steps. The warp backend's version is in ``tests/envs/test_warp_backend.py``.
+On a GPU (``gpu`` tests), torch's own detector (``torch.cuda.set_sync_debug_mode``) counts instead.
 """
 
 from __future__ import annotations
@@ -93,14 +94,14 @@ def test_the_counter_sees_per_step_synchronizations():
 CUDA_FAMILIES = {**FAMILIES, "halfcheetah-vel": {"backend": "warp"}, "ant-dir": {"backend": "warp"}}
 
 
-def cuda_syncs(name: str, horizon: int) -> int:
+def cuda_syncs(name: str, horizon: int, deferred: bool | None = None) -> int:
     """Synchronizing CUDA calls that torch's own detector (``set_sync_debug_mode``) reports for a sample, adapt,
-    sample pass with the CUDA defaults, after a first pass that loads kernels and captures graphs."""
+    sample pass (``deferred=None``: the CUDA defaults), after a first pass that loads kernels and captures graphs."""
     import warnings
 
     if CUDA_FAMILIES[name].get("backend") == "warp":
         pytest.importorskip("mujoco_warp")
-    run = sample_adapt_sample(name, CUDA_FAMILIES[name], horizon, None, device="cuda", with_learner=True)
+    run = sample_adapt_sample(name, CUDA_FAMILIES[name], horizon, deferred, device="cuda", with_learner=True)
     run()
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
@@ -120,3 +121,11 @@ def test_cuda_time_step_loop_does_not_synchronize(name):
     """On a GPU, with the device defaults, the synchronizations torch detects do not grow with the horizon."""
     short, long = cuda_syncs(name, SHORT), cuda_syncs(name, LONG)
     assert short == long, (short, long)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_cuda_detector_sees_per_step_synchronizations():
+    """The control: with immediate action checks every step reads a flag on the host, and torch reports it."""
+    short, long = cuda_syncs("navigation-2d", SHORT, deferred=False), cuda_syncs("navigation-2d", LONG, deferred=False)
+    assert long - short >= LONG - SHORT, (short, long)
