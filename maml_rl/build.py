@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -12,15 +13,23 @@ import envs
 from maml_rl.config import Config, ConfigError
 from maml_rl.policies import Policy, make_policy
 
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
-def resolve_device(name: str) -> torch.device:
-    """The learner device; ``cuda`` without an available GPU raises :class:`ConfigError`."""
+
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """The learner device from ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises:
+        ConfigError: another string, or ``cuda`` without an available GPU (the message names ``key``).
+    """
+    if not isinstance(name, str) or not _DEVICE_PATTERN.match(name):
+        raise ConfigError(f"{key}: expected cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {name!r} requested but no CUDA device is available")
+            raise ConfigError(f"{key}: {name!r} requested but no CUDA device is available")
         index = int(name.split(":", 1)[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
+            raise ConfigError(f"{key}: {name!r} but only {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
 
 
@@ -41,17 +50,24 @@ def horizon_of(config: Config, family: envs.TaskFamily) -> int:
     return config.env.horizon if config.env.horizon is not None else family.default_horizon
 
 
-def build_policy(config: Config, family: envs.TaskFamily, generator: torch.Generator | None) -> Policy:
-    """A Gaussian or categorical MLP matching the family's spaces."""
+def policy_dims(family: envs.TaskFamily) -> tuple[int, int, bool]:
+    """``(obs_dim, action_size, discrete)`` of the policy that fits the family's spaces (``action_size``: the
+    number of actions when discrete, else the action dimension)."""
     obs_space, action_space = family.single_observation_space, family.single_action_space
     if isinstance(action_space, gym.spaces.Discrete):
         action_size = int(action_space.n)
     else:
         action_size = int(np.prod(action_space.shape or ()))
+    return int(np.prod(obs_space.shape or ())), action_size, bool(family.is_discrete)
+
+
+def build_policy(config: Config, family: envs.TaskFamily, generator: torch.Generator | None) -> Policy:
+    """A Gaussian or categorical MLP matching the family's spaces."""
+    obs_dim, action_size, discrete = policy_dims(family)
     return make_policy(
-        obs_dim=int(np.prod(obs_space.shape)),
+        obs_dim=obs_dim,
         action_space_size=action_size,
-        discrete=family.is_discrete,
+        discrete=discrete,
         hidden_sizes=config.policy.hidden_sizes,
         activation=config.policy.activation,
         init_std=config.policy.init_std,
@@ -104,15 +120,36 @@ class Generators:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the streams; ``ValueError`` if the action noise was drawn on another kind of device."""
-        saved = state["actions"]
+        """Restore the streams, all or none.
+
+        Raises:
+            ValueError: the action noise was drawn on another kind of device, or a state is malformed (the
+                message names the stream); the streams are then unchanged.
+        """
+        try:
+            saved = state["actions"]
+            if not isinstance(saved, torch.Tensor) or saved.dtype != torch.uint8:
+                raise TypeError("expected a uint8 tensor")
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"malformed generator state 'actions' ({error})") from error
         if saved.numel() != self.actions.get_state().numel():  # CPU (Mersenne Twister) vs CUDA (Philox) state
             saved_on = "cpu" if saved.numel() == torch.Generator().get_state().numel() else "a GPU"
             raise ValueError(
                 f"the run drew its action noise on {saved_on}, this learner is on {self.actions.device}; "
                 "resume on the same kind of device (--device) to continue the same random streams"
             )
-        self.tasks.bit_generator.state = state["tasks"]
-        self.resets.bit_generator.state = state["resets"]
-        self.actions.set_state(state["actions"])
-        self.init_seed = state["init_seed"]
+        tasks, resets = np.random.default_rng(), np.random.default_rng()
+        actions = torch.Generator(device=self.actions.device)
+        for name, target in (("tasks", tasks), ("resets", resets)):
+            try:
+                target.bit_generator.state = state[name]
+            except (KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"malformed generator state {name!r} ({type(error).__name__}: {error})") from error
+        try:
+            actions.set_state(saved)
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"malformed generator state 'actions' ({str(error).splitlines()[0]})") from error
+        init_seed = state.get("init_seed")
+        if not isinstance(init_seed, int) or isinstance(init_seed, bool):
+            raise ValueError(f"malformed generator state 'init_seed' ({init_seed!r})")
+        self.tasks, self.resets, self.actions, self.init_seed = tasks, resets, actions, init_seed

@@ -1,25 +1,34 @@
 """Atomic checkpoints: ``checkpoints/iter_NNNNNN.pt`` in a run directory (DESIGN §8, STYLE example 9).
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk and renamed over its final
-name, so a crash mid-write never leaves a truncated checkpoint under a final name.
+name, so a crash mid-write never leaves a truncated checkpoint under a final name. A checkpoint holds only plain
+data (tensors, numbers, strings, lists, dicts) and is loaded with ``torch.load(weights_only=True)``: loading a
+file never runs code from it. Only finite tensors are ever written, and a checkpoint with a non-finite tensor,
+a missing entry or a malformed generator state is refused on load with one :class:`CheckpointError` line.
+
+Contents: ``iteration`` (int), ``policy`` (the policy's ``state_dict``), ``generators``
+(:meth:`maml_rl.build.Generators.state_dict`), ``config`` (the resolved config as a dict), ``family`` (str), and
+optionally ``metalearner`` (the meta-learner's own state, plain data).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from maml_rl.errors import CheckpointError
+from maml_rl.rundir import TEMP_PREFIX
 
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A run directory has no usable checkpoint, or a checkpoint is unreadable or does not fit."""
+_CUDA_GENERATOR_STATE_BYTES = 16  # torch's CUDA (Philox) generator state: seed and offset, 8 bytes each
 
 
 def checkpoint_path(run_dir: str | Path, iteration: int) -> Path:
@@ -42,9 +51,13 @@ def list_checkpoints(run_dir: str | Path) -> dict[int, Path]:
 
 def save_checkpoint(run_dir: str | Path, iteration: int, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` as the checkpoint of ``iteration``; returns its path."""
+    bad = non_finite_entries(state)
+    if bad:
+        raise CheckpointError(f"refusing to write a checkpoint of iteration {iteration} with non-finite values in "
+                              f"{', '.join(bad[:3])}")
     path = checkpoint_path(run_dir, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=path.parent)
+    handle, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as tmp:
             torch.save(state, tmp)
@@ -68,12 +81,88 @@ def load_checkpoint(run_dir: str | Path, iteration: int | None = None) -> tuple[
         raise CheckpointError(f"no checkpoint for iteration {iteration} in {run_dir}; available: {sorted(available)}")
     path = available[iteration]
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}: {error})") from error
-    if not isinstance(state, dict) or not isinstance(state.get("policy"), dict) or "iteration" not in state:
-        raise CheckpointError(f"checkpoint {path} is not a maml-rl checkpoint")
+        # weights_only: the unpickler accepts tensors and plain containers only, never code or arbitrary objects
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            reason = "it contains objects other than tensors and plain data, which are never loaded"
+        raise CheckpointError(f"checkpoint {path} is unreadable: {reason}") from error
+    problem = state_problem(state, iteration)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} {problem}")
     return iteration, state
+
+
+def non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors and floats in a nested ``state`` that hold NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() or state.is_complex():
+            return [] if bool(torch.isfinite(state).all()) else [prefix or "tensor"]
+        return []
+    if isinstance(state, float):
+        return [] if math.isfinite(state) else [prefix or "value"]
+    if isinstance(state, dict):
+        return [name for key, value in state.items()
+                for name in non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))]
+    if isinstance(state, (list, tuple)):
+        return [name for i, value in enumerate(state) for name in non_finite_entries(value, f"{prefix}[{i}]")]
+    return []
+
+
+def _generator_problem(generators: Any) -> str | None:
+    if not isinstance(generators, dict):
+        return "has no generator states"
+    for key in ("tasks", "resets"):
+        try:  # a throwaway generator takes the state or says why not
+            np.random.default_rng().bit_generator.state = generators.get(key)  # type: ignore[assignment]
+        except (TypeError, ValueError, KeyError) as error:
+            return f"has a malformed generator state generators.{key} ({type(error).__name__})"
+    actions = generators.get("actions")
+    if not (isinstance(actions, torch.Tensor) and actions.dtype == torch.uint8 and actions.dim() == 1):
+        return "has a malformed generator state generators.actions (expected a 1-D uint8 tensor)"
+    cpu_size = torch.Generator().get_state().numel()
+    if actions.numel() == cpu_size:
+        try:
+            torch.Generator().set_state(actions)
+        except RuntimeError:
+            return "has a malformed generator state generators.actions"
+    elif actions.numel() != _CUDA_GENERATOR_STATE_BYTES:
+        return f"has a malformed generator state generators.actions ({actions.numel()} bytes)"
+    if not isinstance(generators.get("init_seed"), int) or isinstance(generators.get("init_seed"), bool):
+        return "has a malformed generator state generators.init_seed"
+    return None
+
+
+def state_problem(state: Any, iteration: int | None = None) -> str | None:
+    """Why ``state`` is not a usable maml-rl checkpoint (a phrase for a message), or None if it is."""
+    if not isinstance(state, dict):
+        return "is not a maml-rl checkpoint (not a mapping)"
+    required = ("iteration", "policy", "generators", "config", "family")
+    missing = [key for key in required if key not in state]
+    if len(missing) == len(required):
+        return "is not a maml-rl checkpoint (none of its entries: " + ", ".join(required) + ")"
+    if missing:
+        return f"is not a complete maml-rl checkpoint (missing {', '.join(missing)})"
+    if not isinstance(state["iteration"], int) or isinstance(state["iteration"], bool) or state["iteration"] < 0:
+        return f"has a malformed iteration {state['iteration']!r}"
+    if iteration is not None and state["iteration"] != iteration:
+        return f"says iteration {state['iteration']} but is named for iteration {iteration}"
+    policy = state["policy"]
+    if not (isinstance(policy, dict) and policy
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in policy.items())):
+        return "has a malformed policy (expected a mapping of names to tensors)"
+    if not isinstance(state["config"], dict):
+        return "has a malformed config (expected a mapping)"
+    if not isinstance(state["family"], str):
+        return "has a malformed family (expected a string)"
+    problem = _generator_problem(state["generators"])
+    if problem:
+        return problem
+    bad = non_finite_entries(state)
+    if bad:
+        return f"holds non-finite values in {', '.join(bad[:3])}"
+    return None
 
 
 def check_fits(state: dict[str, Any], family: str, policy: torch.nn.Module, where: str | Path) -> None:

@@ -16,10 +16,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from maml_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+from maml_rl.errors import (
+    CheckpointError,
+    EvaluationError,
+    MetricsFileError,
+    PlotError,
+    RunDirError,
+    TrainingError,
+)
 
 DEFAULT_CONFIG = "navigation-2d/paper"
 REPO_EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -31,6 +40,8 @@ class UsageError(ValueError):
 
 def resolve_config_path(name: str) -> Path:
     """A config file by path, or by name under ``experiments/`` (``navigation-2d/paper``)."""
+    if not name.strip():
+        raise UsageError("CONFIG is empty; give a config name such as navigation-2d/paper, or a YAML file")
     candidates = [Path(name)]
     for root in (Path("experiments"), REPO_EXPERIMENTS):
         candidates += [root / name, root / f"{name}.yaml"]
@@ -51,8 +62,8 @@ def _default_output(config_path: Path, seed: int) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from maml_rl.checkpoint import list_checkpoints
-    from maml_rl.trainer import CONFIG_FILE, Trainer
+    # The config is read and validated before torch is imported: a bad key fails in a fraction of a second.
+    from maml_rl.rundir import CONFIG_FILE, check_writable
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -68,13 +79,19 @@ def _train(args: argparse.Namespace) -> int:
         if not saved.is_file():
             raise UsageError(f"--resume: {run_dir} is not a run directory (no {CONFIG_FILE})")
         config = from_dict(apply_overrides(load_yaml(saved), overrides))
-        _check_resume_config(run_dir, config, args.allow_config_change)
+        check_writable(run_dir, "--resume")
+        from maml_rl.checkpoint import list_checkpoints
+
+        if list_checkpoints(run_dir):
+            _check_resume_config(run_dir, config, args.allow_config_change)
     else:
-        config_path = resolve_config_path(args.config or DEFAULT_CONFIG)
+        config_path = resolve_config_path(args.config if args.config is not None else DEFAULT_CONFIG)
         config = from_dict(apply_overrides(load_yaml(config_path), overrides))
         run_dir = Path(args.output) if args.output else _default_output(config_path, config.train.seed)
-        if run_dir.exists() and not run_dir.is_dir():
-            raise UsageError(f"--output {run_dir} exists and is not a directory")
+        check_writable(run_dir, "--output")
+    from maml_rl.checkpoint import list_checkpoints
+    from maml_rl.trainer import Trainer
+
     trainer = Trainer(config, run_dir, resume=args.resume is not None)
     print(f"run directory: {run_dir}", file=sys.stderr)
     if trainer.iteration >= config.train.num_iterations:
@@ -99,6 +116,10 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
     _, state = load_checkpoint(run_dir)
     saved = {**state["config"], "train": {**state["config"].get("train", {})}}
     current = config.to_dict()
+    if saved["train"].get("seed") != current["train"]["seed"]:
+        # The checkpoint's random streams are the saved seed's: a new seed would be recorded but not used.
+        raise UsageError(f"--resume: the run was trained with train.seed={saved['train'].get('seed')}; a resumed run "
+                         "continues its own random streams, so the seed cannot change (start a new run instead)")
     # Extending a run (more iterations) changes nothing already computed: no confirmation needed.
     saved["train"]["num_iterations"] = current["train"]["num_iterations"]
     if saved != current and not allow_change:
@@ -118,22 +139,27 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from maml_rl import evaluation
+    from maml_rl import evaluation, resources
     from maml_rl.build import resolve_device
 
     protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)
+    if args.output:
+        output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
     rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
     if args.random:
         rows.append(evaluation.random_row(primary.config, protocol))
     rows = evaluation.unique_labels(rows)
     evaluation.check_comparable(rows)
-    if args.output:
-        output = evaluation.check_output(args.output)
-    else:
+    if not args.output:
         output = evaluation.default_output(args.run_dir, primary.source["checkpoint"], compare=len(rows) > 1)
-    device = resolve_device(args.device or primary.config.train.device)
-    torch.set_num_threads(primary.config.train.num_threads or len(os.sched_getaffinity(0)))  # as the trainer
+        evaluation.check_output(output)
+    device = resolve_device(args.device or primary.config.train.device, "--device" if args.device else "train.device")
+    evaluation.check_memory(rows, protocol, device)
+    threads, warning = resources.cap_threads(primary.config.train.num_threads)  # as the trainer
+    if warning:
+        print(f"maml-rl: warning: {warning}", file=sys.stderr)
+    torch.set_num_threads(threads)
     curves = []
     try:
         for row in rows:
@@ -151,14 +177,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _plot(args: argparse.Namespace) -> int:
     from maml_rl.plotting import learning_curves, save_png
+    from maml_rl.rundir import check_writable
 
     metrics = args.metric or ["returns/post_adapt_mean"]
-    figure = learning_curves(args.run_dirs, metrics)
     if args.output:
         output = Path(args.output)
     else:
         parent = Path(os.path.commonpath([Path(run_dir).resolve() for run_dir in args.run_dirs]))
         output = parent / f"learning-curves-{'+'.join(m.replace('/', '-') for m in metrics)}.png"
+    check_writable(output, "--output", is_file=True)
+    figure = learning_curves(args.run_dirs, metrics)
     save_png(figure, output)
     print(f"wrote {output}", file=sys.stderr)
     return 0
@@ -221,19 +249,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from maml_rl.checkpoint import CheckpointError
-    from maml_rl.evaluation import EvaluationError
-    from maml_rl.plotting import PlotError
-    from maml_rl.trainer import TrainingError
-
+    threading.excepthook = _quiet_io_errors_in_threads
     try:
         return args.handler(args)
-    except (ConfigError, UsageError, CheckpointError, EvaluationError, PlotError) as error:
-        print(f"maml-rl: error: {error}", file=sys.stderr)
+    except (ConfigError, UsageError, CheckpointError, EvaluationError, PlotError, RunDirError,
+            MetricsFileError) as error:
+        print(f"maml-rl: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except TrainingError as error:
-        print(f"maml-rl: training stopped: {error}", file=sys.stderr)
+        print(f"maml-rl: training stopped {_one_line(error)}", file=sys.stderr)
         return 1
+    except OSError as error:  # a disk that fills up, a file system that fails: the environment, not a bug
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        print(f"maml-rl: error: cannot write or read a file{where}: {error.strerror or error}", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _quiet_io_errors_in_threads(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard's writer thread re-raises its I/O errors in the main thread, which reports them in one line;
+    keep the thread's own traceback off stderr. Other thread errors are reported as usual."""
+    if isinstance(args.exc_value, OSError):
+        return
+    threading.__excepthook__(args)
 
 
 if __name__ == "__main__":

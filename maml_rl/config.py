@@ -9,13 +9,19 @@ value (DESIGN §5). Example (``experiments/navigation-2d/paper.yaml``)::
     maml: {meta_batch_size: 20, fast_batch_size: 20, fast_lr: 0.5}
     train: {num_iterations: 100, seed: 1}
 
-Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the dotted key.
-Overrides use the same dotted keys: ``--set maml.fast_lr=0.1``.
+Unknown keys, wrong types, non-finite floats and out-of-range values raise :class:`ConfigError` naming the
+dotted key, in one line. Overrides use the same dotted keys: ``--set maml.fast_lr=0.1``.
+
+YAML is read with :func:`yaml_load` (files and ``--set`` values alike): YAML 1.1 with YAML 1.2's floats, so
+``1e-3``, ``1E+5`` and ``.5`` are numbers (plain YAML 1.1 reads the first two as strings), and duplicate keys
+are refused rather than silently overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -141,6 +147,91 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# ----------------------------------------------------------------------------------------- YAML
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+#: YAML 1.2 core-schema floats (exponent without a dot, optional sign on the exponent) plus YAML 1.1's
+#: underscores; integers (no dot, no exponent) are left to the int resolver.
+_FLOAT_PATTERN = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose plain scalars ``1e-3``, ``-2E5``, ``1.0e+9``, ``.5``, ``1_000.0`` are floats.
+
+    ``.nan`` and ``.inf`` also load as floats (config validation then refuses them).
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, _FLOAT_PATTERN if tag == _FLOAT_TAG else pattern) for tag, pattern in resolvers
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _one_line(text: str) -> str:
+    """Collapse whitespace (YAML errors span several lines, with a caret diagram) into one line."""
+    return " ".join(str(text).split())
+
+
+def _find_duplicate_key(node: yaml.Node, prefix: str) -> tuple[str, int] | None:
+    """The first key that appears twice in one mapping under ``node``: (dotted key, 1-based line)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node.value)
+            dotted = f"{prefix}.{name}" if prefix else str(name)
+            if name in seen:
+                return dotted, key_node.start_mark.line + 1
+            seen.add(name)
+            found = _find_duplicate_key(value_node, dotted)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _find_duplicate_key(item, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def yaml_load(text: str, source: str = "YAML", prefix: str = "") -> Any:
+    """Parse one YAML document with :class:`ConfigLoader`; the one YAML reader of configs and run directories.
+
+    Args:
+        text: the document.
+        source: names the input in error messages, e.g. ``"config file runs/a/config.yaml"``.
+        prefix: dotted key of the document's root, for duplicate-key messages (``--set maml={...}``: ``maml``).
+
+    Returns:
+        The data (None for an empty document).
+
+    Raises:
+        ConfigError: malformed YAML or a duplicate key at any depth; one line naming ``source``.
+    """
+    loader = ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _find_duplicate_key(node, prefix)
+        if duplicate is not None:
+            raise ConfigError(f"{source}: duplicate key {duplicate[0]!r} (line {duplicate[1]})")
+        return loader.construct_document(node)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not valid YAML: {_one_line(str(error))}") from error
+    finally:
+        loader.dispose()
+
+
 # ----------------------------------------------------------------------------------------- building
 
 
@@ -157,14 +248,22 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
-    if annotation is int:
+    if annotation is int:  # integral floats are integers (``1e3``); bools never are
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
-    if annotation is float:
+    if annotation is float:  # every float key, present and future, must be finite
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -216,6 +315,8 @@ def validate(config: Config) -> Config:
     if env.horizon is not None:
         _check_positive("env.horizon", env.horizon)
     _check_positive("env.action_scale", env.action_scale)
+    if not policy.hidden_sizes:
+        raise ConfigError("policy.hidden_sizes: at least one hidden layer is needed, got []")
     if any(size <= 0 for size in policy.hidden_sizes):
         raise ConfigError(f"policy.hidden_sizes: every width must be > 0, got {list(policy.hidden_sizes)}")
     if policy.activation not in ACTIVATIONS:
@@ -262,10 +363,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({error})") from error
+    value = yaml_load(raw, source=f"override {text!r}: value", prefix=".".join(parts)) if raw.strip() else ""
     return parts, value
 
 
@@ -285,14 +383,30 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or malformed YAML raises :class:`ConfigError`."""
+    """Read a YAML mapping with :func:`yaml_load`.
+
+    Raises:
+        ConfigError: (one line) the path is missing, a directory or unreadable; the file is not UTF-8, not
+            valid YAML, empty (or only comments / ``null``), has a duplicate key, or is not a mapping.
+    """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a YAML file")
+    if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from error
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {error.start}: {raw[error.start:error.start + 1]!r})"
+        ) from error
+    data = yaml_load(text, source=f"config file {path}")
+    if data is None:
+        raise ConfigError(f"config file {path} is empty (no settings); write at least one section, e.g. env")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
     return data
@@ -305,5 +419,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically (a crash leaves the old file or the new one)."""
+    from maml_rl.rundir import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

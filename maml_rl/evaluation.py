@@ -27,24 +27,22 @@ import numpy as np
 import torch
 
 import envs
+from maml_rl import resources
 from maml_rl.adaptation import adapt
 from maml_rl.advantages import with_advantages
-from maml_rl.build import build_family, build_policy, horizon_of
+from maml_rl.build import build_family, build_policy, horizon_of, policy_dims
 from maml_rl.checkpoint import CheckpointError, check_fits, checkpoint_path, load_checkpoint
 from maml_rl.config import Config, load_config
+from maml_rl.errors import EvaluationError, NonFiniteError
 from maml_rl.logging import write_adaptation_results
 from maml_rl.plotting import adaptation_figure, figure_to_rgb, save_png
 from maml_rl.policies import Policy, task_params
+from maml_rl.rundir import CONFIG_FILE, RunDirError, check_writable
 from maml_rl.sampling import sample_episodes
 
 #: spawn key of the evaluation seed stream; training spawns its streams with keys (0,) … (3,), never this one
 EVAL_STREAM = 0xE7A1
-CONFIG_FILE = "config.yaml"  # the run directory's resolved config (maml_rl.trainer.CONFIG_FILE)
 RESULT_FILES = ("adaptation.json", "adaptation.csv", "adaptation.png")
-
-
-class EvaluationError(ValueError):
-    """An evaluation request cannot be carried out (bad run directory, incompatible runs, bad protocol)."""
 
 
 @dataclass(frozen=True)
@@ -219,11 +217,18 @@ def adaptation_returns(
 
 
 def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu") -> AdaptationCurve:
-    """The adaptation curve of one row; an oracle row gets ``k = 0`` only."""
+    """The adaptation curve of one row; an oracle row gets ``k = 0`` only.
+
+    Raises:
+        EvaluationError: the policy produced non-finite outputs (for instance after an adaptation step).
+    """
     device = torch.device(device)
     num_steps = 0 if row.oracle else protocol.num_steps
     policy = row.policy.to(device)
-    returns = adaptation_returns(policy, row.config, protocol, num_steps, device)
+    try:
+        returns = adaptation_returns(policy, row.config, protocol, num_steps, device)
+    except NonFiniteError as error:
+        raise EvaluationError(f"{row.label}: {error}") from error
     return AdaptationCurve(row.label, returns, step_sizes(row.config.maml.fast_lr, num_steps), row.source)
 
 
@@ -265,6 +270,23 @@ def random_row(config: Config, protocol: Protocol) -> Row:
     policy = build_policy(config, family, evaluation_streams(protocol.seed, torch.device("cpu")).init)
     source = {"run_dir": None, "checkpoint": None, "algorithm": "random", "oracle": False}
     return Row("random", config, policy, False, source)
+
+
+def check_memory(rows: Sequence[Row], protocol: Protocol, device: torch.device) -> None:
+    """Refuse a protocol whose largest row would not fit in the memory available on ``device``.
+
+    Raises:
+        ConfigError: naming the flag (``--tasks``, ``--episodes``, ``--steps``) and the estimate.
+    """
+    available = resources.available_memory(device)
+    for row in rows:
+        family = build_family(row.config)
+        obs_dim, action_size, discrete = policy_dims(family)
+        estimate = resources.estimate_evaluation_memory(
+            row.config, obs_dim, action_size, discrete, horizon_of(row.config, family), protocol.num_tasks,
+            protocol.episodes_per_task, 0 if row.oracle else protocol.num_steps,
+        )
+        resources.check_memory(estimate, available, device)
 
 
 def check_comparable(rows: Sequence[Row]) -> None:
@@ -310,10 +332,15 @@ def default_output(run_dir: str | Path, iteration: int, compare: bool) -> Path:
 
 
 def check_output(output: str | Path) -> Path:
-    """Refuse an output directory that already holds evaluation results or is not a directory."""
+    """Refuse an output directory that already holds evaluation results, is not a directory or cannot be
+    written (checked before any evaluation work, without creating anything)."""
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise EvaluationError(f"--output {output} exists and is not a directory")
+    try:
+        check_writable(output, "--output")
+    except RunDirError as error:
+        raise EvaluationError(str(error)) from error
     taken = [name for name in RESULT_FILES if (output / name).exists()]
     if taken or any(output.glob("events.out.tfevents.*")):
         raise EvaluationError(f"--output {output} already holds evaluation results; choose another directory")

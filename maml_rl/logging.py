@@ -12,10 +12,12 @@ run (``runs/a/eval-iter000100``) shows as one more run beside them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,47 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
+from maml_rl.errors import MetricsFileError, NonFiniteError
+from maml_rl.rundir import atomic_write_text
+
 METRICS_FILE = "metrics.csv"
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` as dicts of floats."""
-    with open(path, newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+def read_metrics(path: str | Path, warn: Callable[[str], None] | None = None) -> list[dict[str, float]]:
+    """Rows of a ``metrics.csv`` as dicts of floats.
+
+    A last row cut short by a crash mid-write (missing cells, an unparsable number, no final newline) is
+    dropped and reported through ``warn`` (default: one ``maml-rl: warning:`` line on stderr). Anything else
+    that does not parse raises :class:`MetricsFileError`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MetricsFileError(f"{path} is unreadable ({error})") from error
+    lines = text.splitlines()
+    if not lines:
+        return []
+    header = next(csv.reader([lines[0]]))
+    if not header or header[0] != "iteration":
+        raise MetricsFileError(f"{path} is not a maml-rl metrics file (its first column is not 'iteration')")
+    rows: list[dict[str, float]] = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]), [])
+        try:
+            if len(cells) != len(header):
+                raise ValueError(f"{len(cells)} cells for {len(header)} columns")
+            rows.append({key: float(value) for key, value in zip(header, cells, strict=True)})
+        except ValueError as error:
+            if number == len(lines):  # a partial last write: drop it
+                (warn or _warn)(f"{path}: dropped the truncated last row (line {number}: {error})")
+                break
+            raise MetricsFileError(f"{path} line {number} is corrupt ({error})") from error
+    return rows
+
+
+def _warn(message: str) -> None:
+    print(f"maml-rl: warning: {message}", file=sys.stderr)
 
 
 class MetricsLogger:
@@ -45,18 +81,24 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.csv_path = self.run_dir / METRICS_FILE
         self.columns: list[str] | None = None
+        self._writer: csv.DictWriter | None = None
         kept: list[dict[str, float]] = []
         if resume_after is not None and self.csv_path.exists():
             kept = [row for row in read_metrics(self.csv_path) if row["iteration"] <= resume_after]
-            if kept:
-                self.columns = list(kept[0])
-        self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self._writer: csv.DictWriter | None = None
-        if self.columns is not None:
-            writer = self._start_csv(self.columns)
+        if kept:
+            # Rewrite the kept rows to a temporary file and rename it over metrics.csv: a crash during the
+            # rewrite leaves the old file whole. Then append.
+            self.columns = list(kept[0])
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=self.columns)
+            writer.writeheader()
             for row in kept:
                 writer.writerow({k: _format(v) for k, v in row.items()})
-            self._file.flush()
+            atomic_write_text(self.csv_path, buffer.getvalue())
+            self._file = open(self.csv_path, "a", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns)
+        else:
+            self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
         purge_step = None if resume_after is None else resume_after + 1  # drop events of recomputed iterations
         self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=purge_step)
 
@@ -69,6 +111,9 @@ class MetricsLogger:
     def log(self, iteration: int, metrics: dict[str, float]) -> None:
         """Write ``metrics`` for ``iteration`` (1-based) to both sinks."""
         row = {"iteration": float(iteration), **metrics}
+        bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+        if bad:  # checked before anything is written: nothing non-finite ever reaches the files
+            raise NonFiniteError(f"non-finite metric {', '.join(bad)}")
         writer = self._writer if self._writer is not None else self._start_csv(list(row))
         if list(row) != self.columns:
             missing = sorted(set(self.columns or []) ^ set(row))
@@ -100,8 +145,10 @@ class MetricsLogger:
         self.tensorboard.flush()
 
     def close(self) -> None:
-        self._file.close()
-        self.tensorboard.close()
+        try:
+            self._file.close()
+        finally:
+            self.tensorboard.close()
 
 
 def tag_of(label: str) -> str:
@@ -123,15 +170,19 @@ def write_adaptation_results(output_dir: str | Path, results: dict[str, Any], im
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "adaptation.json").write_text(json.dumps(results, indent=1) + "\n")
+    bad = non_finite_values(results)
+    if bad:
+        raise NonFiniteError(f"non-finite evaluation results ({', '.join(bad[:3])}); nothing written")
+    atomic_write_text(output_dir / "adaptation.json", json.dumps(results, indent=1, allow_nan=False) + "\n")
     num_tasks = results["protocol"]["num_tasks"]
-    with open(output_dir / "adaptation.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["policy", "step", "mean_return", "stderr", *(f"task_{i}" for i in range(num_tasks))])
-        for policy in results["policies"]:
-            for step in policy["steps"]:
-                writer.writerow([policy["label"], step["step"], repr(step["mean"]), repr(step["stderr"]),
-                                 *(repr(r) for r in step["returns"])])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["policy", "step", "mean_return", "stderr", *(f"task_{i}" for i in range(num_tasks))])
+    for policy in results["policies"]:
+        for step in policy["steps"]:
+            writer.writerow([policy["label"], step["step"], repr(step["mean"]), repr(step["stderr"]),
+                             *(repr(r) for r in step["returns"])])
+    atomic_write_text(output_dir / "adaptation.csv", buffer.getvalue())
     with SummaryWriter(str(output_dir)) as tensorboard:
         lines = ["| policy | step | mean return | stderr |", "|---|---|---|---|"]
         for policy in results["policies"]:
@@ -144,6 +195,17 @@ def write_adaptation_results(output_dir: str | Path, results: dict[str, Any], im
         tensorboard.add_text("adaptation/protocol", "```\n" + json.dumps(results["protocol"], indent=1) + "\n```", 0)
         if image is not None:
             tensorboard.add_image("adaptation/curve", image, 0, dataformats="HWC")
+
+
+def non_finite_values(data: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the NaN or infinite floats in nested dicts and lists (``data`` as for JSON)."""
+    if isinstance(data, float):
+        return [] if math.isfinite(data) else [prefix or "value"]
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in non_finite_values(value, f"{prefix}.{key}".strip("."))]
+    if isinstance(data, (list, tuple)):
+        return [p for i, value in enumerate(data) for p in non_finite_values(value, f"{prefix}[{i}]")]
+    return []
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -18,13 +18,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from maml_rl.errors import PlotError
 from maml_rl.logging import METRICS_FILE, read_metrics
 
 DEFAULT_METRIC = "returns/post_adapt_mean"
-
-
-class PlotError(ValueError):
-    """A plot request cannot be carried out (no metrics file, unknown metric)."""
 
 
 def _new_figure(width: float = 6.4, height: float = 4.4) -> Figure:

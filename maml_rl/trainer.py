@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import copy
-import os
 import signal
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +19,10 @@ import yaml
 from tqdm import tqdm
 
 import envs
+from maml_rl import resources
 from maml_rl.adaptation import adapt
 from maml_rl.advantages import with_advantages
-from maml_rl.build import Generators, build_family, build_policy, horizon_of, resolve_device
+from maml_rl.build import Generators, build_family, build_policy, horizon_of, policy_dims, resolve_device
 from maml_rl.checkpoint import (
     CheckpointError,
     check_fits,
@@ -32,23 +33,21 @@ from maml_rl.checkpoint import (
 )
 from maml_rl.config import Config, save_config
 from maml_rl.episodes import Episodes
-from maml_rl.logging import MetricsLogger
-from maml_rl.metalearners import MAMLTRPO, NonFiniteError
+from maml_rl.errors import NonFiniteError, TrainingError
+from maml_rl.logging import METRICS_FILE, MetricsLogger
+from maml_rl.metalearners import MAMLTRPO
 from maml_rl.policies import task_params
+from maml_rl.rundir import CONFIG_FILE, RunDirError, RunLock, remove_stale_temp_files
 from maml_rl.sampling import sample_episodes
 
-CONFIG_FILE = "config.yaml"
 #: metrics shown beside the hyperparameters in TensorBoard's HPARAMS tab
 HPARAM_METRICS = ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/kl_after")
 
 
-class TrainingError(RuntimeError):
-    """Training stopped: the message names the iteration, the quantity and the last good checkpoint."""
-
-
 def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
     returns = episodes.episode_returns()
-    return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": float(returns.std())}
+    std = float(returns.std()) if returns.numel() > 1 else 0.0  # the sample std of one episode is undefined
+    return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": std}
 
 
 def _check_episodes(episodes: Episodes) -> None:
@@ -71,31 +70,52 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(config.train.device)
         self.family = build_family(config)
-        self.learner_threads = config.train.num_threads or len(os.sched_getaffinity(0))
-        torch.set_num_threads(self.learner_threads)
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
         self.num_inner_steps = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
-        self.generators = Generators.from_seed(config.train.seed, self.device)
-        self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
-        self.env = self.family.make_vector_env(
-            self.num_tasks * self.per_task,
-            max_episode_steps=horizon_of(config, self.family),
-            device=self.family.env_device(self.device),
-        )
-        self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
-        self.iteration = 0
-        if resume:
-            self._restore()
-        else:
-            if list_checkpoints(self.run_dir) or (self.run_dir / "metrics.csv").exists():
-                raise TrainingError(f"{self.run_dir} already holds a run; use --resume or another --output")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.run_dir / CONFIG_FILE)
-        self.logger = MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None)
-        if not resume:
-            self.logger.log_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
-            self.logger.log_hparams(config.to_dict(), HPARAM_METRICS)
+        horizon = horizon_of(config, self.family)
+        # Before anything big is allocated or anything is written: does the run fit in memory?
+        obs_dim, action_size, discrete = policy_dims(self.family)
+        estimate = resources.estimate_training_memory(config, obs_dim, action_size, discrete, horizon)
+        resources.check_memory(estimate, resources.available_memory(self.device), self.device)
+        self.learner_threads, warning = resources.cap_threads(config.train.num_threads)
+        if warning:
+            print(f"maml-rl: warning: {warning}", file=sys.stderr)
+        if not resume and (list_checkpoints(self.run_dir) or (self.run_dir / METRICS_FILE).exists()):
+            raise RunDirError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} or "
+                              "choose another --output")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = RunLock(self.run_dir)
+        self._lock.acquire()  # one process per run; released by close() or when the process ends
+        try:
+            remove_stale_temp_files(self.run_dir)  # left by a process killed mid-write; we hold the lock
+            torch.set_num_threads(self.learner_threads)
+            self.generators = Generators.from_seed(config.train.seed, self.device)
+            self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
+            self.env = self.family.make_vector_env(
+                self.num_tasks * self.per_task, max_episode_steps=horizon, device=self.family.env_device(self.device)
+            )
+            self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
+            self.iteration = 0
+            # config.yaml is (re)written only once the run has started cleanly: after the first new iteration
+            # when resuming with a changed config, at once for a new run.
+            self._config_to_write = False
+            restarted = False
+            if resume:
+                restarted = not self._restore()
+            else:
+                save_config(config, self.run_dir / CONFIG_FILE)
+            self.logger = MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None)
+            if not resume or restarted:
+                self.logger.log_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
+                self.logger.log_hparams(config.to_dict(), HPARAM_METRICS)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory (its lock); the trainer cannot train after this."""
+        self._lock.release()
 
     # ------------------------------------------------------------------------------ state
 
@@ -108,19 +128,27 @@ class Trainer:
             "family": self.config.env.family,
         }
 
-    def _restore(self) -> None:
+    def _restore(self) -> bool:
+        """Load the latest checkpoint; returns False (a clean restart from iteration 0) if there is none."""
+        if not list_checkpoints(self.run_dir):
+            print(f"maml-rl: {self.run_dir} has no checkpoint yet (it stopped before its first one): restarting it "
+                  "from iteration 0", file=sys.stderr)
+            self._config_to_write = True
+            return False
         iteration, state = load_checkpoint(self.run_dir)
-        check_fits(state, self.config.env.family, self.policy, checkpoint_path(self.run_dir, iteration))
-        if "generators" not in state:
-            raise CheckpointError(f"the latest checkpoint in {self.run_dir} has no generator states; cannot resume")
+        where = checkpoint_path(self.run_dir, iteration)
+        check_fits(state, self.config.env.family, self.policy, where)
         try:
             self.generators.load_state_dict(state["generators"])
         except ValueError as error:
-            raise CheckpointError(f"checkpoint {checkpoint_path(self.run_dir, iteration)}: {error}") from error
-        self.policy.load_state_dict(state["policy"])
-        if state.get("config") != self.config.to_dict():  # allowed by the caller: config.yaml follows the run
-            save_config(self.config, self.run_dir / CONFIG_FILE)
+            raise CheckpointError(f"checkpoint {where}: {error}") from error
+        try:
+            self.policy.load_state_dict(state["policy"])
+        except (RuntimeError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {where} does not load: {str(error).splitlines()[0]}") from error
+        self._config_to_write = state.get("config") != self.config.to_dict()  # allowed by the caller
         self.iteration = iteration
+        return True
 
     def save(self, state: dict[str, Any] | None = None) -> Path:
         """Checkpoint ``state`` (default: the current state) under its iteration."""
@@ -177,12 +205,15 @@ class Trainer:
             metrics.update(_returns_stats("pre_adapt", valid))
 
         tick = time.perf_counter()
+        before = {name: p.detach().clone() for name, p in self.policy.named_parameters()}
         metrics.update(self.metalearner.step(train_batches, valid))
+        self._check_policy(before)
         timers["outer"] = time.perf_counter() - tick
 
         env_steps = sum(batch.num_steps for batch in [*train_batches, valid])
         log_std = getattr(self.policy, "log_std", None)
-        metrics["policy/std"] = float(log_std.detach().exp().mean()) if log_std is not None else float("nan")
+        if log_std is not None:  # Gaussian policies only: no NaN column for categorical ones
+            metrics["policy/std"] = float(log_std.detach().exp().mean())
         metrics["env/steps"] = float(env_steps)
         metrics["env/steps_per_second"] = env_steps / max(timers["sampling"], 1e-9)
         metrics["env/unstable"] = float(sum(batch.num_unstable for batch in [*train_batches, valid]))
@@ -191,10 +222,34 @@ class Trainer:
         metrics["time/iteration"] = time.perf_counter() - start
         return metrics
 
+    def _check_policy(self, before: dict[str, torch.Tensor]) -> None:
+        """After the outer step: every parameter and the Gaussian std must be finite, else restore ``before``.
+
+        Raises:
+            NonFiniteError: naming the parameters (the policy holds ``before`` again).
+        """
+        params = dict(self.policy.named_parameters())
+        bad = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
+        log_std = getattr(self.policy, "log_std", None)
+        if not bad and log_std is not None and not bool(torch.isfinite(log_std.detach().exp()).all()):
+            bad = [f"std (log_std up to {float(log_std.detach().max()):.4g})"]
+        if bad:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(before[name])
+            raise NonFiniteError(f"the outer step made the policy non-finite ({', '.join(bad[:3])}); parameters "
+                                 "restored")
+
     # ------------------------------------------------------------------------------ the loop
 
     def train(self, progress: bool = True) -> list[dict[str, float]]:
-        """Run until ``train.num_iterations``; checkpoints periodically, at the end and on Ctrl-C."""
+        """Run until ``train.num_iterations``; checkpoints periodically, at the end and on Ctrl-C.
+
+        Raises:
+            TrainingError: a non-finite quantity or a failed write stopped the run; the state after the last
+                completed iteration is checkpointed (if a write is still possible) and nothing non-finite is
+                ever written.
+        """
         total = self.config.train.num_iterations
         history = []
         bar = tqdm(total=total, initial=self.iteration, disable=not progress, desc="meta-train", unit="it")
@@ -204,15 +259,24 @@ class Trainer:
                 while self.iteration < total:
                     try:
                         metrics = self.meta_iteration()
+                        self.logger.log(self.iteration + 1, metrics)
                     except NonFiniteError as error:
-                        last = max(list_checkpoints(self.run_dir), default=None)
-                        where = f"last good checkpoint: iteration {last}" if last is not None else "no checkpoint yet"
-                        raise TrainingError(f"iteration {self.iteration + 1}: {error}; {where}") from error
+                        raise TrainingError(f"at iteration {self.iteration + 1}: {error}; "
+                                            f"{self._save_completed(completed)}") from error
+                    except OSError as error:
+                        raise TrainingError(f"at iteration {self.iteration + 1}: cannot write in {self.run_dir} "
+                                            f"({error.strerror or error}); {self._last_checkpoint()}") from error
                     self.iteration += 1
-                    self.logger.log(self.iteration, metrics)
                     history.append(metrics)
-                    if self.iteration % self.config.train.checkpoint_every == 0 or self.iteration == total:
-                        self.save()
+                    try:
+                        if self._config_to_write:
+                            save_config(self.config, self.run_dir / CONFIG_FILE)
+                            self._config_to_write = False
+                        if self.iteration % self.config.train.checkpoint_every == 0 or self.iteration == total:
+                            self.save()
+                    except OSError as error:
+                        raise TrainingError(f"at iteration {self.iteration}: cannot write in {self.run_dir} "
+                                            f"({error.strerror or error}); {self._last_checkpoint()}") from error
                     completed = copy.deepcopy(self.state_dict())
                     bar.update(1)
                     bar.set_postfix(
@@ -228,8 +292,27 @@ class Trainer:
             raise
         finally:
             bar.close()
-            self.logger.close()
+            try:
+                self.logger.close()
+            finally:
+                self.close()
         return history
+
+    def _last_checkpoint(self) -> str:
+        last = max(list_checkpoints(self.run_dir), default=None)
+        return f"last good checkpoint: iteration {last}" if last is not None else "no checkpoint yet"
+
+    def _save_completed(self, completed: dict[str, Any]) -> str:
+        """Checkpoint the last completed iteration if it is not yet; returns a phrase saying where it is."""
+        iteration = completed["iteration"]
+        if iteration > 0 and iteration not in list_checkpoints(self.run_dir):
+            try:
+                self.save(completed)
+            except OSError:
+                return self._last_checkpoint()
+        if iteration == 0:
+            return "no checkpoint yet"
+        return f"the last completed iteration ({iteration}) is checkpointed; maml-rl train --resume {self.run_dir}"
 
 
 @contextmanager

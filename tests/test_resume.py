@@ -105,8 +105,10 @@ def test_interrupt_in_the_first_iteration_leaves_no_checkpoint(tmp_path, capsys,
     code, err = train(capsys, "navigation-2d/paper", "--output", run, *TINY)
     assert code == 130 and err[-1] == "interrupted before the first iteration completed; nothing to resume"
     assert not list_checkpoints(run)
-    code, err = train(capsys, "--resume", run)
-    assert code == 2 and err == [f"maml-rl: error: no checkpoints in {run / 'checkpoints'}"]
+    monkeypatch.undo()
+    code, err = train(capsys, "--resume", run, "--set", "train.num_iterations=1")  # a clean restart, said so
+    assert code == 0 and "has no checkpoint yet" in err[0] and "restarting it from iteration 0" in err[0], err
+    assert list(list_checkpoints(run)) == [1]
 
 
 def test_interrupt_during_a_checkpoint_write_keeps_the_previous_state(reference, tmp_path, capsys, monkeypatch):
@@ -135,9 +137,18 @@ def test_interrupt_during_a_checkpoint_write_keeps_the_previous_state(reference,
 # ------------------------------------------------------------------------------------------- atomic writes
 
 
+def state_of(iteration, weight):
+    """A complete checkpoint state around one policy tensor."""
+    from maml_rl.build import Generators
+
+    generators = Generators.from_seed(1, torch.device("cpu")).state_dict()
+    return {"iteration": iteration, "policy": {"w": weight}, "generators": generators, "config": {},
+            "family": "navigation-2d"}
+
+
 def test_a_failed_write_never_replaces_or_hides_the_latest_checkpoint(tmp_path, monkeypatch):
-    save_checkpoint(tmp_path, 1, {"iteration": 1, "policy": {"w": torch.ones(3)}})
-    save_checkpoint(tmp_path, 2, {"iteration": 2, "policy": {"w": torch.full((3,), 2.0)}})
+    save_checkpoint(tmp_path, 1, state_of(1, torch.ones(3)))
+    save_checkpoint(tmp_path, 2, state_of(2, torch.full((3,), 2.0)))
     real_save = torch.save
 
     def dies_midway(state, handle, *args, **kwargs):
@@ -147,7 +158,7 @@ def test_a_failed_write_never_replaces_or_hides_the_latest_checkpoint(tmp_path, 
     monkeypatch.setattr(checkpoint.torch, "save", dies_midway)
     for iteration in (2, 3):  # over an existing checkpoint, and as a new one
         with pytest.raises(OSError, match="disk full"):
-            save_checkpoint(tmp_path, iteration, {"iteration": iteration, "policy": {}})
+            save_checkpoint(tmp_path, iteration, state_of(iteration, torch.zeros(3)))
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000001.pt", "iter_000002.pt"]
     iteration, state = load_checkpoint(tmp_path)
@@ -159,7 +170,7 @@ def test_a_failed_write_never_replaces_or_hides_the_latest_checkpoint(tmp_path, 
 
 
 def test_a_truncated_latest_checkpoint_is_reported_not_loaded(tmp_path):
-    path = save_checkpoint(tmp_path, 5, {"iteration": 5, "policy": {"w": torch.ones(1000)}})
+    path = save_checkpoint(tmp_path, 5, state_of(5, torch.ones(1000)))
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(CheckpointError, match=r"iter_000005.pt is unreadable"):
         load_checkpoint(tmp_path)
@@ -195,7 +206,6 @@ def test_edited_config_is_refused_unless_allowed(finished, capsys):
 @pytest.mark.parametrize(
     ("breakage", "extra", "message"),
     [
-        ("no-checkpoints", [], "no checkpoints in"),
         ("truncated", [], "iter_000002.pt is unreadable"),
         ("other-family", ["--allow-config-change"], "is from task family 'bernoulli-bandit', the config says"),
         ("other-policy-shape", ["--allow-config-change"], "does not fit the config's policy"),

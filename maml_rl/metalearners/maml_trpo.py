@@ -24,6 +24,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from maml_rl.adaptation import adapt
 from maml_rl.config import TrpoConfig
 from maml_rl.episodes import Episodes, by_task
+from maml_rl.errors import NonFiniteError
 from maml_rl.losses import mean_kl, surrogate_loss
 from maml_rl.optim.trpo import (
     LineSearchResult,
@@ -33,10 +34,6 @@ from maml_rl.optim.trpo import (
     line_search,
 )
 from maml_rl.policies import DistParams, Params, Policy, batched_forward, task_params
-
-
-class NonFiniteError(FloatingPointError):
-    """A loss, gradient or step became NaN or infinite; the message names the quantity."""
 
 
 def _check_finite(name: str, value: Tensor) -> None:

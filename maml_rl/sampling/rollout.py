@@ -12,6 +12,7 @@ from torch import Tensor
 
 from envs.base import MetaVectorEnv
 from maml_rl.episodes import Episodes
+from maml_rl.errors import NonFiniteError
 from maml_rl.policies import Params, Policy, batched_forward
 
 
@@ -42,6 +43,11 @@ def sample_episodes(
 
     Returns:
         ``Episodes`` with ``[T, N, …]`` tensors on the generator's device.
+
+    Raises:
+        NonFiniteError: the policy produced NaN or infinite distribution parameters (for instance after an
+            inner step with a huge step size). Checked once per episode, not per step, so the time-step loop
+            never waits for the device.
     """
     n, steps = env.num_envs, env.max_episode_steps
     if n % num_tasks:
@@ -55,25 +61,35 @@ def sample_episodes(
     mask = torch.zeros((steps, n), device=device)
     alive = torch.ones(n, device=device)
     unstable = torch.zeros(n, dtype=torch.bool, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # all policy outputs so far were finite
     actions_list: list[Tensor] = []
     for t in range(steps):
         observations[t] = obs
         dist = batched_forward(policy, params, obs.view(num_tasks, per_task, -1))
-        action = policy.sample(dist, generator).flatten(0, 1)
-        actions_list.append(action)
-        env_action = action if policy.discrete else action / action_scale
-        obs, reward, terminated, _, info = env.step(env_action)
+        finite = finite & torch.stack([torch.isfinite(x).all() for x in dist]).all()
+        try:
+            action = policy.sample(dist, generator).flatten(0, 1)
+            actions_list.append(action)
+            env_action = action if policy.discrete else action / action_scale
+            obs, reward, terminated, _, info = env.step(env_action)
+        except (RuntimeError, ValueError) as error:  # multinomial on NaN probabilities, NaN actions refused
+            if not bool(finite):
+                raise NonFiniteError(f"non-finite policy output at time step {t}") from error
+            raise
         obs = _as_tensor(obs, device, torch.float32)
         mask[t] = alive
         rewards[t] = _as_tensor(reward, device, torch.float32) * alive
         alive = alive * (1.0 - _as_tensor(terminated, device, torch.float32))
         if "unstable" in info:
             unstable |= _as_tensor(info["unstable"], device, torch.bool)
+    num_unstable, num_non_finite = torch.stack([unstable.sum(), (~finite).long()]).tolist()  # one host sync
+    if num_non_finite:
+        raise NonFiniteError("non-finite policy output")
     return Episodes(
         observations=observations,
         actions=torch.stack(actions_list),
         rewards=rewards,
         mask=mask,
         num_tasks=num_tasks,
-        num_unstable=int(unstable.sum()),
+        num_unstable=int(num_unstable),
     )
