@@ -113,7 +113,7 @@ class BernoulliBanditVectorEnv(TorchMetaVectorEnv):
 
     def _step(self, actions: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         means = self._task("means").gather(1, actions[:, None]).squeeze(1)
-        uniform = torch.rand(self.num_envs, generator=self.generator, device=self.device)
+        uniform = torch.rand(self.batch_rows, generator=self.generator, device=self.device)[self.own_rows]
         reward = (uniform < means).to(torch.float32)
         terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return self._observation(), reward, terminated

@@ -21,6 +21,8 @@ Conventions every vectorized environment follows:
 * Actions are validated: non-finite actions raise ``ValueError``; continuous actions outside the action
   space are clipped to it (documented per family); discrete actions out of range raise ``ValueError``.
 * All randomness comes from generators seeded by ``reset(seed=...)`` or passed in; never from global state.
+  Random draws are made for all rows of the batch the environment belongs to (``set_rows``) and sliced, so
+  a batch split over processes draws what one process would.
 
 ``envs`` never imports ``maml_rl``.
 """
@@ -76,6 +78,37 @@ class MetaVectorEnv(VectorEnv):
     #: where observations/rewards live: "cpu" for numpy-returning envs, a torch device for torch envs.
     device: Any = "cpu"
     max_episode_steps: int
+    #: this environment's sub-environments are rows ``row_offset … row_offset + num_envs − 1`` of a batch of
+    #: ``total_rows`` (None: ``num_envs``) split across processes; see :meth:`set_rows`
+    row_offset: int = 0
+    total_rows: int | None = None
+
+    def set_rows(self, offset: int, total: int) -> None:
+        """Declare this environment one shard of a larger batch: its sub-environment ``i`` is row ``offset + i``
+        of ``total`` rows (data-parallel training, where each process owns a contiguous shard).
+
+        Every random draw (reset noise, reward and transition noise) is made for all ``total`` rows from the
+        environment's generator and this shard's rows are kept, so with the same seed a batch split over any
+        number of processes draws exactly what one process stepping all rows would. One process: offset 0,
+        total ``num_envs`` (the default).
+
+        Raises:
+            ValueError: the shard does not fit in ``total`` rows.
+        """
+        offset, total = int(offset), int(total)
+        if offset < 0 or total < 1 or offset + self.num_envs > total:
+            raise ValueError(f"rows {offset} … {offset + self.num_envs - 1} do not fit in a batch of {total} rows")
+        self.row_offset, self.total_rows = offset, total
+
+    @property
+    def batch_rows(self) -> int:
+        """``total_rows`` of :meth:`set_rows` (``num_envs`` when the environment is not a shard)."""
+        return self.num_envs if self.total_rows is None else self.total_rows
+
+    @property
+    def own_rows(self) -> slice:
+        """This shard's rows in a draw made for all :attr:`batch_rows` rows."""
+        return slice(self.row_offset, self.row_offset + self.num_envs)
 
     @abstractmethod
     def set_tasks(self, tasks: Tasks) -> None:

@@ -147,8 +147,8 @@ class TabularMDPVectorEnv(TorchMetaVectorEnv):
     def _step(self, actions: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         probs = self._task("transitions")[self._rows, self._state, actions]  # [N, S]
         mean = self._task("reward_means")[self._rows, self._state, actions]  # [N]
-        noise = torch.randn(self.num_envs, generator=self.generator, device=self.device)
-        uniform = torch.rand(self.num_envs, 1, generator=self.generator, device=self.device)
+        noise = torch.randn(self.batch_rows, generator=self.generator, device=self.device)[self.own_rows]
+        uniform = torch.rand(self.batch_rows, 1, generator=self.generator, device=self.device)[self.own_rows]
         cdf = probs.cumsum(dim=1)
         cdf = cdf / cdf[:, -1:]  # last entry exactly 1 > u, so the index below is always < S
         next_state = (cdf <= uniform).sum(dim=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,8 @@ from torch.func import functional_call, vmap
 
 Params = dict[str, Tensor]
 DistParams = tuple[Tensor, ...]
+#: ``(offset, total)``: a shard's first row in a batch of ``total`` rows split across processes
+Rows = tuple[int, int]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -54,8 +56,16 @@ class Policy(nn.Module, ABC):
         """KL(p ‖ q) per state: ``[...]``."""
 
     @abstractmethod
-    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
-        """Sample one action per state from ``dist``."""
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None, rows: Rows | None = None) -> Tensor:
+        """Sample one action per state from ``dist``.
+
+        Args:
+            dist: distribution parameters ``[..., *]``; the states are the leading dimensions, flattened in order.
+            generator: the source of randomness.
+            rows: ``(offset, total)``: these states are rows ``offset …`` of a batch of ``total`` states split
+                across processes. The noise is drawn for all ``total`` rows and this shard's rows are used, so
+                every split of a batch draws the same actions (None: the states are the whole batch).
+        """
 
     def params(self) -> Params:
         """The module's parameters as a plain dict (the same tensors, still leaves)."""
@@ -112,9 +122,9 @@ class GaussianMLPPolicy(Policy):
         mean_term = (mean_p - mean_q).pow(2) * torch.exp(-2 * log_std_q)
         return (log_std_q - log_std_p + 0.5 * (var_ratio + mean_term - 1)).sum(-1)
 
-    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None, rows: Rows | None = None) -> Tensor:
         mean, log_std = dist
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = batch_draw(torch.randn, mean.shape, 1, rows, generator, mean)
         return mean + torch.exp(log_std) * noise
 
 
@@ -148,10 +158,34 @@ class CategoricalMLPPolicy(Policy):
         log_p, log_q = torch.log_softmax(p[0], dim=-1), torch.log_softmax(q[0], dim=-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1)
 
-    def sample(self, dist: DistParams, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, dist: DistParams, generator: torch.Generator | None = None, rows: Rows | None = None) -> Tensor:
+        """Inverse-CDF sampling: one uniform per state, the first action whose cumulative probability exceeds it."""
         probs = torch.softmax(dist[0], dim=-1)
-        flat = probs.reshape(-1, probs.shape[-1])
-        return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+        uniform = batch_draw(torch.rand, (*probs.shape[:-1], 1), 1, rows, generator, probs)
+        cdf = probs.cumsum(dim=-1)
+        cdf = cdf / cdf[..., -1:]  # the last entry exactly 1 > u: the index is always a valid action
+        return (cdf <= uniform).sum(dim=-1)
+
+
+def batch_draw(draw: Callable[..., Tensor], shape: Sequence[int], event_dims: int, rows: Rows | None,
+               generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """``draw(shape)`` (``torch.rand`` / ``torch.randn``) for this shard's rows of a split batch.
+
+    ``shape`` is ``[*states, *event]`` with ``event_dims`` trailing event dimensions; the states flatten to ``n``
+    rows. With ``rows = (offset, total)`` the draw is made for ``[total, *event]`` and rows ``offset … offset + n
+    − 1`` are returned, so each shard of a batch gets what one process drawing the whole batch would; with
+    ``rows = None`` it is ``draw(shape)`` (the same numbers as ``offset = 0, total = n``).
+    """
+    shape = tuple(shape)
+    if rows is None:
+        return draw(shape, generator=generator, device=like.device, dtype=like.dtype)
+    offset, total = rows
+    event = shape[len(shape) - event_dims:]
+    n = math.prod(shape[: len(shape) - event_dims])
+    if offset < 0 or offset + n > total:
+        raise ValueError(f"rows {offset} … {offset + n - 1} do not fit in a batch of {total}")
+    full = draw((total, *event), generator=generator, device=like.device, dtype=like.dtype)
+    return full[offset: offset + n].reshape(shape)
 
 
 def task_params(params: Params, num_tasks: int) -> Params:

@@ -320,9 +320,12 @@ class LocomotionVectorEnv(MetaVectorEnv):
             raise RuntimeError("call set_tasks(tasks) before reset()")
         mask = self._reset_mask(options)
         super().reset(seed=seed)
-        rng, n = self.np_random, int(mask.sum())
-        qpos = self._init_qpos + rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, (n, len(self._init_qpos)))
-        qvel = self._init_qvel + RESET_NOISE_SCALE * rng.standard_normal((n, len(self._init_qvel)))
+        # noise for every row of the batch (set_rows), then this shard's masked rows
+        rng, rows, own = self.np_random, self.batch_rows, self.own_rows
+        uniform = rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, (rows, len(self._init_qpos)))[own][mask]
+        normal = rng.standard_normal((rows, len(self._init_qvel)))[own][mask]
+        qpos = self._init_qpos + uniform
+        qvel = self._init_qvel + RESET_NOISE_SCALE * normal
         return self._start(mask, qpos, qvel), {}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -128,10 +128,10 @@ class WarpLocomotionVectorEnv(MetaVectorEnv):
             raise ValueError("non-finite actions (NaN or infinity) were passed to step() during the last episode")
         if seed is not None:
             self.generator.manual_seed(int(seed))
-        n, nq, nv = self.num_envs, self.family.model.nq, self.family.model.nv
-        uniform = torch.rand((n, nq), generator=self.generator, device=self.device)
+        rows, own, nq, nv = self.batch_rows, self.own_rows, self.family.model.nq, self.family.model.nv
+        uniform = torch.rand((rows, nq), generator=self.generator, device=self.device)[own]
         qpos = self._init_qpos + RESET_NOISE_SCALE * (2 * uniform - 1)
-        qvel = RESET_NOISE_SCALE * torch.randn((n, nv), generator=self.generator, device=self.device)
+        qvel = RESET_NOISE_SCALE * torch.randn((rows, nv), generator=self.generator, device=self.device)[own]
         return self._start(mask, qpos, qvel), {}
 
     def step(self, actions: Any) -> StepResult:

@@ -13,7 +13,7 @@ from torch import Tensor
 from envs.base import MetaVectorEnv
 from maml_rl.episodes import Episodes
 from maml_rl.errors import NonFiniteError
-from maml_rl.policies import Params, Policy, batched_forward
+from maml_rl.policies import Params, Policy, Rows, batched_forward
 
 
 def _as_tensor(x: object, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -29,6 +29,7 @@ def sample_episodes(
     generator: torch.Generator,
     seed: int,
     action_scale: float = 1.0,
+    rows: Rows | None = None,
 ) -> Episodes:
     """Run one episode in every sub-environment of ``env`` for ``env.max_episode_steps`` steps.
 
@@ -40,6 +41,9 @@ def sample_episodes(
         generator: torch generator on the learner device for action noise.
         seed: seed for ``env.reset``.
         action_scale: continuous actions are divided by this before they reach the environment.
+        rows: ``(offset, total)`` when ``env`` is one shard of a batch split across processes (its
+            ``set_rows``): action noise is drawn for all ``total`` sub-environments and sliced, so the episodes do
+            not depend on the split. None: ``env``'s own rows (``env.row_offset``, ``env.batch_rows``).
 
     Returns:
         ``Episodes`` with ``[T, N, …]`` tensors on the generator's device.
@@ -54,6 +58,8 @@ def sample_episodes(
         raise ValueError(f"env has {n} sub-environments, not a multiple of {num_tasks} tasks")
     device = generator.device
     per_task = n // num_tasks
+    if rows is None:
+        rows = (env.row_offset, env.batch_rows)
     obs, _ = env.reset(seed=seed)
     obs = _as_tensor(obs, device, torch.float32)
     observations = torch.empty((steps, n, obs.shape[-1]), device=device)
@@ -68,7 +74,7 @@ def sample_episodes(
         dist = batched_forward(policy, params, obs.view(num_tasks, per_task, -1))
         finite = finite & torch.stack([torch.isfinite(x).all() for x in dist]).all()
         try:
-            action = policy.sample(dist, generator).flatten(0, 1)
+            action = policy.sample(dist, generator, rows).flatten(0, 1)
             actions_list.append(action)
             env_action = action if policy.discrete else action / action_scale
             obs, reward, terminated, _, info = env.step(env_action)
