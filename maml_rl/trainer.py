@@ -1,7 +1,10 @@
-"""The meta-training loop: one meta-iteration reads top to bottom as DESIGN §2.
+"""The meta-training loop: one meta-iteration reads top to bottom as the data flow of docs/architecture.md.
 
-    tasks -> set_tasks -> for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
-          -> sample validation episodes with θ_K -> outer TRPO step -> log, checkpoint
+    tasks -> set_tasks -> collect: for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
+                                   -> sample validation episodes with θ_K
+          -> meta-learner step (new θ as data) -> load into the policy -> log, checkpoint
+
+The trainer knows no meta-learner by name: ``make_learner`` builds the one ``algorithm.name`` selects.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,6 @@ import yaml
 from tqdm import tqdm
 
 import envs
-from maml_rl.adaptation import adapt
-from maml_rl.advantages import with_advantages
 from maml_rl.build import Generators, build_family, build_policy, horizon_of, resolve_device
 from maml_rl.checkpoint import (
     CheckpointError,
@@ -30,12 +30,13 @@ from maml_rl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from maml_rl.config import Config, save_config
+from maml_rl.collect import MetaBatch, PhaseTimer, collect
+from maml_rl.config import Config, resolved, save_config
 from maml_rl.episodes import Episodes
+from maml_rl.errors import NonFiniteError
 from maml_rl.logging import MetricsLogger
-from maml_rl.metalearners import MAMLTRPO, NonFiniteError
-from maml_rl.policies import task_params
-from maml_rl.sampling import sample_episodes
+from maml_rl.metalearners import make_learner
+from maml_rl.policies import Params, Policy
 
 CONFIG_FILE = "config.yaml"
 #: metrics shown beside the hyperparameters in TensorBoard's HPARAMS tab
@@ -51,10 +52,27 @@ def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
     return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": float(returns.std())}
 
 
-def _check_episodes(episodes: Episodes) -> None:
-    for name in ("observations", "rewards"):
-        if not bool(torch.isfinite(getattr(episodes, name)).all()):
-            raise NonFiniteError(f"non-finite {name} from the environment")
+def returns_metrics(batch: MetaBatch) -> dict[str, float]:
+    """``returns/pre_adapt_*``, ``returns/inner_step{k}_*`` (``K > 1``) and ``returns/post_adapt_*`` of a batch."""
+    metrics: dict[str, float] = {}
+    for k, episodes in enumerate(batch.train):
+        metrics.update(_returns_stats("pre_adapt" if k == 0 else f"inner_step{k}", episodes))
+    metrics.update(_returns_stats("post_adapt", batch.valid))
+    if not batch.train:  # no adaptation (pretrained): the validation batch is the only batch
+        metrics.update(_returns_stats("pre_adapt", batch.valid))
+    return metrics
+
+
+def load_parameters(policy: Policy, params: Params) -> None:
+    """Copy a meta-learner's new parameters into the policy (names and shapes must match)."""
+    current = dict(policy.named_parameters())
+    if set(params) != set(current):
+        raise ValueError(f"the meta-learner returned parameters {sorted(params)}, the policy has {sorted(current)}")
+    with torch.no_grad():
+        for name, p in current.items():
+            if params[name].shape != p.shape:
+                raise ValueError(f"parameter {name}: shape {tuple(params[name].shape)}, expected {tuple(p.shape)}")
+            p.copy_(params[name])
 
 
 class Trainer:
@@ -75,7 +93,6 @@ class Trainer:
         torch.set_num_threads(self.learner_threads)
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
-        self.num_inner_steps = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
         self.generators = Generators.from_seed(config.train.seed, self.device)
         self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
         self.env = self.family.make_vector_env(
@@ -83,7 +100,7 @@ class Trainer:
             max_episode_steps=horizon_of(config, self.family),
             device=self.family.env_device(self.device),
         )
-        self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
+        self.metalearner = make_learner(config, self.policy)
         self.iteration = 0
         if resume:
             self._restore()
@@ -106,6 +123,7 @@ class Trainer:
             "generators": self.generators.state_dict(),
             "config": self.config.to_dict(),
             "family": self.config.env.family,
+            "metalearner": self.metalearner.state_dict(),
         }
 
     def _restore(self) -> None:
@@ -118,7 +136,13 @@ class Trainer:
         except ValueError as error:
             raise CheckpointError(f"checkpoint {checkpoint_path(self.run_dir, iteration)}: {error}") from error
         self.policy.load_state_dict(state["policy"])
-        if state.get("config") != self.config.to_dict():  # allowed by the caller: config.yaml follows the run
+        try:
+            self.metalearner.load_state_dict(state.get("metalearner", {}))
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {checkpoint_path(self.run_dir, iteration)}: the meta-learner's state "
+                                  f"does not load ({type(error).__name__}: {error})") from error
+        if resolved(state.get("config", {})) != self.config.to_dict():  # allowed by the caller: config.yaml follows
+            # the run
             save_config(self.config, self.run_dir / CONFIG_FILE)
         self.iteration = iteration
 
@@ -129,67 +153,33 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ one meta-iteration
 
-    def _sample(self, params: dict[str, torch.Tensor]) -> Episodes:
-        torch.set_num_threads(1)
-        try:
-            episodes = sample_episodes(
-                self.env, self.policy, params, self.num_tasks, self.generators.actions,
-                seed=self.generators.next_reset_seed(), action_scale=self.config.env.action_scale,
-            )
-        finally:
-            torch.set_num_threads(self.learner_threads)
-        _check_episodes(episodes)
-        return episodes
-
     def meta_iteration(self) -> dict[str, float]:
-        """Sample tasks, adapt, sample validation episodes, take the outer step; returns the metrics."""
-        maml = self.config.maml
-        timers = {"sampling": 0.0, "adaptation": 0.0}
-        start = time.perf_counter()
+        """Sample tasks, collect (adapt, validation episodes), take the meta-learner's step; returns the metrics."""
+        timer = PhaseTimer()
+        with timer.phase("iteration"):
+            tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
+            self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
+            learner = self.metalearner
+            batch = collect(
+                self.env, self.policy, self.metalearner.shared_params(), self.config, self.num_tasks,
+                [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
+            )
+            with timer.phase("outer"):
+                new_params, learner_metrics = learner.step(batch)
+            load_parameters(self.policy, new_params)
 
-        tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
-        self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
-        shared = {name: p.detach() for name, p in self.policy.named_parameters()}
-        params = task_params(shared, self.num_tasks)
-
-        metrics: dict[str, float] = {}
-        train_batches: list[Episodes] = []
-        for k in range(self.num_inner_steps):
-            tick = time.perf_counter()
-            episodes = self._sample(params)
-            timers["sampling"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
-            params = adapt(self.policy, params, [episodes], maml.fast_lr, create_graph=False)
-            timers["adaptation"] += time.perf_counter() - tick
-            train_batches.append(episodes)
-            name = "pre_adapt" if k == 0 else f"inner_step{k}"
-            metrics.update(_returns_stats(name, episodes))
-
-        tick = time.perf_counter()
-        valid = self._sample(params)
-        timers["sampling"] += time.perf_counter() - tick
-        tick = time.perf_counter()
-        valid = with_advantages(valid, maml.gamma, maml.gae_lambda)
-        timers["adaptation"] += time.perf_counter() - tick
-        metrics.update(_returns_stats("post_adapt", valid))
-        if self.num_inner_steps == 0:  # pretrained: no adaptation, the validation batch is the only batch
-            metrics.update(_returns_stats("pre_adapt", valid))
-
-        tick = time.perf_counter()
-        metrics.update(self.metalearner.step(train_batches, valid))
-        timers["outer"] = time.perf_counter() - tick
-
-        env_steps = sum(batch.num_steps for batch in [*train_batches, valid])
+        env_steps = sum(episodes.num_steps for episodes in batch.batches)
         log_std = getattr(self.policy, "log_std", None)
-        metrics["policy/std"] = float(log_std.detach().exp().mean()) if log_std is not None else float("nan")
-        metrics["env/steps"] = float(env_steps)
-        metrics["env/steps_per_second"] = env_steps / max(timers["sampling"], 1e-9)
-        metrics["env/unstable"] = float(sum(batch.num_unstable for batch in [*train_batches, valid]))
-        for phase, seconds in timers.items():
-            metrics[f"time/{phase}"] = seconds
-        metrics["time/iteration"] = time.perf_counter() - start
-        return metrics
+        seconds = timer.seconds
+        return {
+            **returns_metrics(batch),
+            **learner_metrics,
+            "policy/std": float(log_std.detach().exp().mean()) if log_std is not None else float("nan"),
+            "env/steps": float(env_steps),
+            "env/steps_per_second": env_steps / max(seconds["sampling"], 1e-9),
+            "env/unstable": float(sum(episodes.num_unstable for episodes in batch.batches)),
+            **{f"time/{phase}": seconds[phase] for phase in ("sampling", "adaptation", "outer", "iteration")},
+        }
 
     # ------------------------------------------------------------------------------ the loop
 
