@@ -1,4 +1,4 @@
-"""The inner loop, written once and batched over tasks (docs/architecture.md, "Inner loop").
+"""The inner loop, written once and batched over tasks (docs/architecture.md §4).
 
 ``θ_{k+1}[m] = θ_k[m] − α_k ∇ L_inner(θ_k[m]; D_k[m])`` for every task ``m`` at once: the per-task losses are
 computed with one vmapped policy call, and since each task's loss depends only on its own slice of the stacked

@@ -1,4 +1,5 @@
-"""Pure functions: discounted returns, generalized advantage estimation, per-task normalization (DESIGN §4)."""
+"""Pure functions: discounted returns, TD residuals, generalized advantage estimation, per-task normalization
+(docs/architecture.md §4)."""
 
 from __future__ import annotations
 

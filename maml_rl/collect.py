@@ -53,7 +53,7 @@ class PhaseTimer:
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Run with one intra-op thread, then restore the previous count (small policy calls next to busy environment
-    threads are much slower with OpenMP spinning; docs/architecture.md, "Threads")."""
+    threads are much slower with OpenMP spinning; docs/architecture.md §7)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,7 +1,7 @@
 """Typed, frozen experiment configuration loaded from YAML (the one source of truth for hyperparameters).
 
 A config file has one mapping per section; every key is optional and defaults to the documented
-value (docs/architecture.md). Example (``experiments/navigation-2d/paper.yaml``)::
+value (docs/architecture.md §5). Example (``experiments/navigation-2d/paper.yaml``)::
 
     algorithm: {name: maml-trpo, options: {max_kl: 0.01}}
     env: {family: navigation-2d, horizon: 100}
@@ -53,7 +53,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The policy network (DESIGN §4)."""
+    """The policy network (docs/architecture.md §4)."""
 
     hidden_sizes: tuple[int, ...] = (100, 100)
     """Widths of the hidden layers."""
@@ -67,7 +67,7 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class MamlConfig:
-    """The inner loop and the meta-batch (DESIGN §4, §5 defaults)."""
+    """The inner loop and the meta-batch (docs/architecture.md §4, §5 defaults)."""
 
     meta_batch_size: int = 40
     """Tasks per meta-iteration ``M``."""
@@ -109,7 +109,7 @@ class TrainConfig:
     """Torch intra-op threads for adaptation and the outer step (None: all available cores). The default is 1:
     OpenMP threads that share cores with another busy process (a second run, environment threads) spin and make
     the learner 10-100x slower, while a second thread on an idle 2-core machine gains only about 25 %. Sampling
-    always uses one intra-op thread (DESIGN §7)."""
+    always uses one intra-op thread (docs/architecture.md §7)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Adaptation curves on held-out tasks (docs/architecture.md, "Evaluation").
+"""Adaptation curves on held-out tasks (docs/architecture.md §6).
 
     checkpoint -> held-out tasks (evaluation seed) -> collect with α_0 … α_{K-1} (the training data path:
     for k < K: sample E episodes per task with θ_k, advantages, θ_{k+1} = adapt(θ_k, α_k); sample with θ_K)
@@ -50,7 +50,7 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class Protocol:
-    """The evaluation protocol (docs/architecture.md, "Evaluation").
+    """The evaluation protocol (docs/architecture.md §6).
 
     Attributes:
         num_tasks: held-out tasks ``n`` (standard errors need at least 2).
@@ -227,7 +227,7 @@ def random_row(config: Config, protocol: Protocol) -> Row:
 
 def check_comparable(rows: Sequence[Row]) -> None:
     """Rows must share the task family, the horizon and the action scale (their returns are compared on the same
-    tasks, and the paper and modern presets are never mixed: docs/architecture.md, "Presets")."""
+    tasks, and the paper and modern presets are never mixed: docs/architecture.md §5)."""
 
     def settings(config: Config) -> dict[str, Any]:
         return {"env.family": config.env.family, "env.horizon": horizon_of(config, build_family(config)),

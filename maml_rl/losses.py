@@ -1,4 +1,4 @@
-"""Pure functions: per-task masked losses over ``[M, T, E]`` tensors (DESIGN §4, §5)."""
+"""Pure functions: per-task masked losses over ``[M, T, E]`` tensors (docs/architecture.md §4, §5)."""
 
 from __future__ import annotations
 

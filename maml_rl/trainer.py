@@ -1,4 +1,4 @@
-"""The meta-training loop: one meta-iteration reads top to bottom as the data flow of docs/architecture.md.
+"""The meta-training loop: one meta-iteration reads top to bottom as the data flow of docs/architecture.md §2.
 
     tasks -> set_tasks -> collect: for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
                                    -> sample validation episodes with θ_K

@@ -1,4 +1,5 @@
-"""Adaptation curves (DESIGN §6): the protocol, its outputs, comparison rows and bad input to ``maml-rl evaluate``."""
+"""Adaptation curves (docs/architecture.md §6): the protocol, its outputs, comparison rows and bad input to
+``maml-rl evaluate``."""
 
 import csv
 import json

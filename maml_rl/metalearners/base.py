@@ -1,4 +1,4 @@
-"""The meta-learner contract and its registry (docs/architecture.md, "Meta-learners").
+"""The meta-learner contract and its registry (docs/architecture.md §5).
 
 A meta-learner turns one :class:`~maml_rl.collect.MetaBatch` into new shared parameters. Adding one is one file in
 ``maml_rl/metalearners/``::
