@@ -141,8 +141,8 @@ class Trainer:
         except (ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"checkpoint {checkpoint_path(self.run_dir, iteration)}: the meta-learner's state "
                                   f"does not load ({type(error).__name__}: {error})") from error
-        if resolved(state.get("config", {})) != self.config.to_dict():  # allowed by the caller: config.yaml follows
-            # the run
+        # allowed by the caller: config.yaml follows the run (compared in today's form: older runs resume as they are)
+        if resolved(state.get("config", {})) != self.config.to_dict():
             save_config(self.config, self.run_dir / CONFIG_FILE)
         self.iteration = iteration
 
@@ -161,7 +161,7 @@ class Trainer:
             self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
             learner = self.metalearner
             batch = collect(
-                self.env, self.policy, self.metalearner.shared_params(), self.config, self.num_tasks,
+                self.env, self.policy, learner.shared_params(), self.config, self.num_tasks,
                 [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
             )
             with timer.phase("outer"):
