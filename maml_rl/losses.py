@@ -46,7 +46,7 @@ def dice_loss(log_probs: Tensor, weights: Tensor, mask: Tensor) -> Tensor:
 def lvc_loss(log_probs: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
     """ProMP's low-variance curvature objective per task, negated: ``−Σ mask·⊡(log π_t)·A_t / Σ mask``.
 
-    Its gradient equals REINFORCE's; its Hessian adds ``Σ ∇log π_t ∇log π_tᵀ A_t`` (Rothfuss et al. 2019, §5),
+    Its gradient equals REINFORCE's; its Hessian adds ``Σ ∇log π_t ∇log π_tᵀ A_t`` (Rothfuss et al. 2019),
     the curvature term the REINFORCE loss lacks. ``[M, T, E] -> [M]``.
     """
     return -_per_task_mean(magic_box(log_probs) * advantages, mask)

@@ -1,8 +1,8 @@
 """ProMP: Proximal Meta-Policy Search (Rothfuss, Lee, Clavera, Asfour, Abbeel 2019, ICLR; arXiv 1810.06784).
 
-- Inner estimator: the low-variance curvature (LVC) objective ``Σ_t ⊡(log π(a_t|s_t))·A_t`` (§5), whose Hessian
+- Inner estimator: the low-variance curvature (LVC) objective ``Σ_t ⊡(log π(a_t|s_t))·A_t``, whose Hessian
   keeps the score-outer-product term that REINFORCE's loss drops, without DiCE's variance.
-- Outer objective (§6, eq. 11): PPO's clipped surrogate on the validation batch under the adapted parameters,
+- Outer objective: PPO's clipped surrogate on the validation batch under the adapted parameters,
   ``J^CLIP(θ) = mean_m Σ mask·min(r·A, clip(r, 1 − ε, 1 + ε)·A) / Σ mask`` with ``r = π_θ'_m / π_θ'_old,m``,
   minus ``η·KL(π_θ_old,k ‖ π_θ_k)`` on each inner step's batch (the KL penalty on the inner step, fixed ``η``).
 - ``num_steps`` Adam steps per meta-batch, each re-adapting through the LVC inner step (second order).
