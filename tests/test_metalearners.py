@@ -2,6 +2,7 @@
 enumeration, the Reptile update, E-MAML's extra term; registry and contract."""
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -9,13 +10,16 @@ from torch.func import functional_call
 
 from maml_rl.adaptation import dice_inner_loss, dice_weights, inner_loss, lvc_inner_loss
 from maml_rl.advantages import td_residuals
-from maml_rl.config import MamlConfig, from_dict
+from maml_rl.checkpoint import load_checkpoint
+from maml_rl.config import ConfigError, MamlConfig, check_range, from_dict, load_config
 from maml_rl.episodes import by_task
 from maml_rl.losses import clipped_surrogate_loss, dice_loss, emaml_loss, lvc_loss, reinforce_loss
-from maml_rl.metalearners import MetaLearner, learner_class, learner_names, make_learner
+from maml_rl.metalearners import MetaLearner, learner_class, learner_names, make_learner, register
+from maml_rl.metalearners.base import _REGISTRY
 from maml_rl.metalearners.maml_trpo import _Old, standardized_task_returns
 from maml_rl.metalearners.reptile import Reptile, ReptileSettings
 from maml_rl.policies import task_params
+from maml_rl.trainer import Trainer
 from tests.conftest import meta_batch, random_episodes, trpo_learner
 
 # ------------------------------------------------------------------------------------------- ProMP's objective
@@ -293,3 +297,49 @@ def test_gradient_learners_return_new_parameters_and_keep_adam_state(gaussian_po
     assert state["adam"]["state"] and all(isinstance(k, int) for k in state["adam"]["state"])
     assert isinstance(state["adam"]["param_groups"][0]["betas"], list)  # plain data only
     assert all(metrics[key] == metrics[key] for key in metrics)  # finite numbers, no NaN
+
+
+# ------------------------------------------------------------------------------------------- a learner in one file
+
+
+@dataclass(frozen=True)
+class HalfwaySettings:
+    fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.options.fraction", self.fraction, low=0.0, high=1.0)
+
+
+class Halfway(MetaLearner):
+    """A toy learner for the contract: θ ← θ + f·(mean_m θ'_m − θ) (Reptile with β = f), written outside the package."""
+
+    name = "halfway"
+    Settings = HalfwaySettings
+
+    def step(self, batch):
+        theta = self.shared_params()
+        new = {n: p + self.settings.fraction * (batch.adapted[n].mean(0) - p) for n, p in theta.items()}
+        self.calls = getattr(self, "calls", 0) + 1
+        return new, {"halfway/calls": float(self.calls)}
+
+
+@pytest.fixture
+def halfway():
+    register(Halfway)
+    yield Halfway
+    _REGISTRY.pop(Halfway.name)
+
+
+def test_a_learner_written_in_one_place_trains_through_the_config(halfway, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key algorithm.options.beta; valid keys in "
+                                          r"algorithm.options: fraction$"):
+        load_config("experiments/navigation-2d/paper.yaml", ["algorithm={name: halfway, options: {beta: 1}}"])
+    config = load_config("experiments/navigation-2d/paper.yaml", [
+        "algorithm={name: halfway, options: {fraction: 0.25}}", "maml.meta_batch_size=2", "maml.fast_batch_size=2",
+        "env.horizon=5", "policy.hidden_sizes=[4]", "train.num_iterations=2"])
+    trainer = Trainer(config, tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+    history = trainer.train(progress=False)
+    assert [row["halfway/calls"] for row in history] == [1.0, 2.0]
+    assert any(not torch.equal(p.detach(), before[n]) for n, p in trainer.policy.named_parameters())
+    assert load_checkpoint(tmp_path)[1]["config"]["algorithm"] == {"name": "halfway", "options": {"fraction": 0.25}}

@@ -11,7 +11,7 @@ A meta-learner turns one :class:`~maml_rl.collect.MetaBatch` into new shared par
 
     @register
     class MyLearner(MetaLearner):
-        \"\"\"What it does, and the paper it comes from.\"\"\"
+        # (a docstring: what it does, and the paper it comes from)
         name = "my-learner"                # algorithm: {name: my-learner, options: {lr: 0.01}}
         Settings = MySettings
 
@@ -25,7 +25,7 @@ and one import line in ``maml_rl/metalearners/__init__.py``. The trainer then, e
     batch = collect(env, policy, θ, config, M, [α] * learner.num_inner_steps, generators, learner.inner_loss)
     new_θ, metrics = learner.step(batch)   # parameters as data; the trainer loads them into the policy
 
-A learner never touches the environment, the policy's parameters or the random streams. State it keeps between
+A learner never touches the environment or the random streams, and never writes to the policy's parameters. State it keeps between
 iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the checkpoint, as plain data
 (tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
 """
