@@ -25,9 +25,9 @@ and one import line in ``maml_rl/metalearners/__init__.py``. The trainer then, e
     batch = collect(env, policy, θ, config, M, [α] * learner.num_inner_steps, generators, learner.inner_loss)
     new_θ, metrics = learner.step(batch)   # parameters as data; the trainer loads them into the policy
 
-A learner never touches the environment or the random streams, and never writes to the policy's parameters. State it keeps between
-iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the checkpoint, as plain data
-(tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
+A learner never touches the environment or the random streams, and never writes to the policy's parameters.
+State it keeps between iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the
+checkpoint, as plain data (tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
 """
 
 from __future__ import annotations
