@@ -1,4 +1,4 @@
-"""Wall-clock of the evaluation protocol (DESIGN §6), by default on 2D navigation, paper preset.
+"""Wall-clock of the evaluation protocol (docs/architecture.md §6), by default on 2D navigation, paper preset.
 
 40 held-out tasks × 20 episodes, the config's horizon (100 for 2D navigation), K = 3 adaptation steps (4 rounds
 of sampling, 3 inner steps). The policy is a fresh initialization of CONFIG (or the latest checkpoint of

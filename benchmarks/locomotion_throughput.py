@@ -1,11 +1,11 @@
-"""Throughput of the locomotion vector environments against the machine's MuJoCo limit (DESIGN §7).
+"""Throughput of the locomotion vector environments against the machine's MuJoCo limit (docs/architecture.md §7).
 
 For each family, on one machine and in one run:
 
 * (a) limit: ``mujoco.rollout`` stepping ``N`` copies of the model with random controls, one thread per core,
   many environment steps per call (one environment step = 5 physics steps);
 * (a') ``mujoco.rollout`` called once per environment step (``nstep=5``, full physics state in and out), the
-  approach measured in DESIGN §7, for comparison;
+  approach measured in docs/architecture.md §7, for comparison;
 * (b) ``LocomotionVectorEnv.step`` with random actions (pre-drawn), and the ratio b/a.
 
 Measurements alternate and the best of ``--repeats`` is kept, so that a busy machine penalizes all columns

@@ -1,4 +1,4 @@
-"""Task families for meta-reinforcement learning (DESIGN §3).
+"""Task families for meta-reinforcement learning (docs/architecture.md §3).
 
 ``make_family(name, **options)`` builds a family; ``family_names()`` lists them. Importing this package
 registers every family and its single-environment gymnasium id (``gymnasium.make("<Family>-v0", task=...)``).

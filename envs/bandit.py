@@ -1,4 +1,4 @@
-"""Bernoulli multi-armed bandits (DESIGN §3): a task is the vector of the arms' success probabilities.
+"""Bernoulli multi-armed bandits (docs/architecture.md §3): a task is the vector of the arms' success probabilities.
 
 >>> family = BernoulliBanditFamily(num_arms=5)
 >>> env = family.make_vector_env(num_envs=800, max_episode_steps=100, device="cuda")

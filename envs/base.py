@@ -1,4 +1,4 @@
-"""The task-family contract (DESIGN §3) shared by every family in ``envs``.
+"""The task-family contract (docs/architecture.md §3) shared by every family in ``envs``.
 
 A *task family* is a task distribution plus a natively vectorized environment:
 

@@ -1,4 +1,4 @@
-"""2D navigation (DESIGN §3): a point moves in the plane towards a task-specific goal.
+"""2D navigation (docs/architecture.md §3): a point moves in the plane towards a task-specific goal.
 
 >>> family = Navigation2DFamily()
 >>> env = family.make_vector_env(num_envs=400, device="cuda")            # horizon 100

@@ -1,4 +1,4 @@
-"""Random tabular MDPs (DESIGN §3): a task is a transition tensor and a table of mean rewards.
+"""Random tabular MDPs (docs/architecture.md §3): a task is a transition tensor and a table of mean rewards.
 
 >>> family = TabularMDPFamily(num_states=10, num_actions=5)
 >>> env = family.make_vector_env(num_envs=800, device="cuda")           # horizon 10

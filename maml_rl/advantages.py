@@ -1,4 +1,5 @@
-"""Pure functions: discounted returns, generalized advantage estimation, per-task normalization (DESIGN §4)."""
+"""Pure functions: discounted returns, TD residuals, generalized advantage estimation, per-task normalization
+(docs/architecture.md §4)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,16 @@ def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
     return returns
 
 
+def td_residuals(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """``δ_t = r_t + γ m_{t+1} V_{t+1} − V_t`` with ``V_T = 0`` (values masked first): ``[T, N] -> [T, N]``."""
+    _check_time_major(rewards, mask)
+    if values.shape != rewards.shape:
+        raise ValueError(f"values must be [T, N] = {tuple(rewards.shape)}, got {tuple(values.shape)}")
+    values = values * mask
+    next_values = torch.cat([values[1:], values.new_zeros(1, values.shape[1])])
+    return rewards + gamma * next_values - values
+
+
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
     """Generalized advantage estimation (Schulman et al. 2016), masked.
 
@@ -36,12 +47,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
     Returns:
         ``[T, N]`` advantages, zero on padded steps.
     """
-    _check_time_major(rewards, mask)
-    if values.shape != rewards.shape:
-        raise ValueError(f"values must be [T, N] = {tuple(rewards.shape)}, got {tuple(values.shape)}")
-    values = values * mask
-    next_values = torch.cat([values[1:], values.new_zeros(1, values.shape[1])])
-    deltas = rewards + gamma * next_values - values
+    deltas = td_residuals(rewards, values, mask, gamma)
     advantages = torch.zeros_like(rewards)
     running = rewards.new_zeros(rewards.shape[1])
     for t in range(rewards.shape[0] - 1, -1, -1):
@@ -60,10 +66,13 @@ def normalize_per_task(advantages: Tensor, mask: Tensor, num_tasks: int, eps: fl
 
 
 def with_advantages(episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True) -> Episodes:
-    """Fit the per-task linear baseline to the discounted returns, then GAE (normalized per task)."""
+    """Fit the per-task linear baseline to the discounted returns, then GAE (normalized per task).
+
+    The baseline's predictions are kept in ``values`` (the DiCE inner estimator needs the TD residuals).
+    """
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
     values = fit_linear_baseline(episodes.observations, returns, episodes.mask, episodes.num_tasks)
     advantages = gae(episodes.rewards, values, episodes.mask, gamma, gae_lambda)
     if normalize:
         advantages = normalize_per_task(advantages, episodes.mask, episodes.num_tasks)
-    return episodes.replace(advantages=advantages)
+    return episodes.replace(advantages=advantages, values=values)

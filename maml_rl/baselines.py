@@ -1,4 +1,4 @@
-"""Linear feature baseline fit per task by ridge regression (Duan et al. 2016; DESIGN §4).
+"""Linear feature baseline fit per task by ridge regression (Duan et al. 2016; docs/architecture.md §4).
 
 Features per step: ``[o, o², t, t², t³, 1]`` with ``t = step / 100``. One least-squares problem per task,
 solved for all tasks at once with ``torch.linalg.solve_ex``; the ridge starts at ``1e-5`` and is raised ×10

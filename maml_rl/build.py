@@ -78,7 +78,10 @@ def build_policy(config: Config, family: envs.TaskFamily, generator: torch.Gener
 
 @dataclass
 class Generators:
-    """Independent random streams derived from one seed (``numpy.random.SeedSequence.spawn``).
+    """Independent random streams derived from one seed (``numpy.random.SeedSequence.spawn``): the one seed path.
+
+    Training uses ``SeedSequence(seed)``; evaluation uses ``SeedSequence(seed, spawn_key=(EVAL_STREAM,))``
+    (:mod:`maml_rl.evaluation`), a stream no training seed produces.
 
     Attributes:
         tasks: draws the tasks of each meta-batch.
@@ -93,8 +96,9 @@ class Generators:
     init_seed: int
 
     @classmethod
-    def from_seed(cls, seed: int, device: torch.device) -> Generators:
-        task_seq, reset_seq, action_seq, init_seq = np.random.SeedSequence(seed).spawn(4)
+    def from_seed(cls, seed: int, device: torch.device, spawn_key: tuple[int, ...] = ()) -> Generators:
+        """The four streams of ``SeedSequence(seed, spawn_key=spawn_key)``; action noise on ``device``."""
+        task_seq, reset_seq, action_seq, init_seq = np.random.SeedSequence(seed, spawn_key=spawn_key).spawn(4)
         actions = torch.Generator(device=device)
         actions.manual_seed(int(action_seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
         return cls(
@@ -109,6 +113,7 @@ class Generators:
         return torch.Generator().manual_seed(self.init_seed)
 
     def next_reset_seed(self) -> int:
+        """The seed of the next environment reset."""
         return int(self.resets.integers(2**31 - 1))
 
     def state_dict(self) -> dict:

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from maml_rl.config import ConfigError, apply_overrides, from_dict, load_yaml
+from maml_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, resolved
 from maml_rl.errors import (
     CheckpointError,
     EvaluationError,
@@ -114,7 +114,7 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
     from maml_rl.checkpoint import load_checkpoint
 
     _, state = load_checkpoint(run_dir)
-    saved = {**state["config"], "train": {**state["config"].get("train", {})}}
+    saved = resolved(state["config"])  # a run written before the meta-learner contract compares in today's form
     current = config.to_dict()
     if saved["train"].get("seed") != current["train"]["seed"]:
         # The checkpoint's random streams are the saved seed's: a new seed would be recorded but not used.
@@ -129,7 +129,7 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
             if isinstance(values, dict)
             for key, value in values.items()
             if saved.get(section, {}).get(key) != value
-        ) + [key for key in ("algorithm",) if saved.get(key) != current[key]]
+        )
         raise UsageError(
             f"--resume: the config differs from the one the checkpoint was trained with ({', '.join(changed)}); "
             "pass --allow-config-change to continue anyway"
@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maml-rl", description="Model-agnostic meta-learning for RL.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="meta-train a policy (MAML-TRPO) or a pretrained baseline")
+    train = commands.add_parser("train", help="meta-train a policy (algorithm.name: maml-trpo, maml-fo, promp, "
+                                              "reptile) or a pretrained baseline")
     train.add_argument("config", nargs="?", help=f"YAML config path or name under experiments/ "
                                                  f"(default: {DEFAULT_CONFIG})")
     train.add_argument("--output", help="run directory (default: runs/<config>-seed<N>-<time>); give runs to be "

@@ -1,20 +1,26 @@
 """Typed, frozen experiment configuration loaded from YAML (the one source of truth for hyperparameters).
 
 A config file has one mapping per section; every key is optional and defaults to the documented
-value (DESIGN §5). Example (``experiments/navigation-2d/paper.yaml``)::
+value (docs/architecture.md §5). Example (``experiments/navigation-2d/paper.yaml``)::
 
-    algorithm: maml-trpo
+    algorithm: {name: maml-trpo, options: {max_kl: 0.01}}
     env: {family: navigation-2d, horizon: 100}
     policy: {hidden_sizes: [100, 100], activation: relu}
     maml: {meta_batch_size: 20, fast_batch_size: 20, fast_lr: 0.5}
     train: {num_iterations: 100, seed: 1}
 
 Unknown keys, wrong types, non-finite floats and out-of-range values raise :class:`ConfigError` naming the
-dotted key, in one line. Overrides use the same dotted keys: ``--set maml.fast_lr=0.1``.
+dotted key, in one line. Overrides use the same dotted keys: ``--set maml.fast_lr=0.1``,
+``--set algorithm.options.max_kl=0.02``.
 
 YAML is read with :func:`yaml_load` (files and ``--set`` values alike): YAML 1.1 with YAML 1.2's floats, so
 ``1e-3``, ``1E+5`` and ``.5`` are numbers (plain YAML 1.1 reads the first two as strings), and duplicate keys
 are refused rather than silently overwritten.
+
+``algorithm.options`` are the meta-learner's settings (a frozen dataclass next to each learner in
+``maml_rl/metalearners/``); they are checked like every other key, and the resolved config lists all of them.
+Configs written before the meta-learner contract (``algorithm: maml-trpo`` as a string, a top-level ``trpo:``
+section, ``maml.first_order``) are read through :func:`migrate_legacy`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from typing import Any
 
 import yaml
 
-ALGORITHMS = ("maml-trpo", "pretrained")
 ACTIVATIONS = ("relu", "tanh")
 
 
@@ -55,7 +60,7 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """The policy network (DESIGN §4)."""
+    """The policy network (docs/architecture.md §4)."""
 
     hidden_sizes: tuple[int, ...] = (100, 100)
     """Widths of the hidden layers."""
@@ -69,7 +74,7 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class MamlConfig:
-    """The inner loop and the meta-batch (DESIGN §4, §5 defaults)."""
+    """The inner loop and the meta-batch (docs/architecture.md §4, §5 defaults)."""
 
     meta_batch_size: int = 40
     """Tasks per meta-iteration ``M``."""
@@ -79,8 +84,6 @@ class MamlConfig:
     """Inner gradient steps ``K`` during meta-training."""
     fast_lr: float = 0.1
     """Inner learning rate ``alpha``."""
-    first_order: bool = False
-    """Drop second-order terms of the meta-gradient (FOMAML)."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 1.0
@@ -88,19 +91,13 @@ class MamlConfig:
 
 
 @dataclass(frozen=True)
-class TrpoConfig:
-    """The outer TRPO step (DESIGN §5 defaults)."""
+class AlgorithmConfig:
+    """The meta-learner: a registered name and its options (``maml_rl.metalearners.learner_names()``)."""
 
-    max_kl: float = 0.01
-    """Trust-region size ``delta`` on the mean KL between old and new adapted policies."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations."""
-    cg_damping: float = 1e-5
-    """Damping added to the Fisher-vector product."""
-    ls_max_steps: int = 15
-    """Backtracking line-search steps."""
-    ls_backtrack: float = 0.8
-    """Step-size ratio between line-search steps."""
+    name: str = "maml-trpo"
+    """maml-trpo, pretrained, maml-fo, promp or reptile."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The learner's settings, e.g. ``{max_kl: 0.01}`` for maml-trpo; unknown options are rejected."""
 
 
 @dataclass(frozen=True)
@@ -119,19 +116,17 @@ class TrainConfig:
     """Torch intra-op threads for adaptation and the outer step (None: all available cores). The default is 1:
     OpenMP threads that share cores with another busy process (a second run, environment threads) spin and make
     the learner 10-100x slower, while a second thread on an idle 2-core machine gains only about 25 %. Sampling
-    always uses one intra-op thread (DESIGN §7)."""
+    always uses one intra-op thread (docs/architecture.md §7)."""
 
 
 @dataclass(frozen=True)
 class Config:
-    """A whole experiment: ``algorithm`` plus one section per concern."""
+    """A whole experiment: one section per concern."""
 
-    algorithm: str = "maml-trpo"
-    """maml-trpo (meta-train) or pretrained (multi-task TRPO without adaptation)."""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     maml: MamlConfig = field(default_factory=MamlConfig)
-    trpo: TrpoConfig = field(default_factory=TrpoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -308,10 +303,18 @@ def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 
 def validate(config: Config) -> Config:
-    """Range checks that need no environment; raises :class:`ConfigError` naming the key."""
-    if config.algorithm not in ALGORITHMS:
-        raise ConfigError(f"algorithm: unknown {config.algorithm!r}; valid: {', '.join(ALGORITHMS)}")
-    env, policy, maml, trpo, train = config.env, config.policy, config.maml, config.trpo, config.train
+    """Range checks that need no environment; raises :class:`ConfigError` naming the key.
+
+    Returns the config with ``algorithm.options`` resolved: every option of the learner's settings, defaults filled.
+    """
+    from maml_rl.metalearners import learner_class  # the registry imports config: import it late
+
+    cls = learner_class(config.algorithm.name)
+    settings = _build(cls.Settings, config.algorithm.options, "algorithm.options")
+    config = dataclasses.replace(
+        config, algorithm=AlgorithmConfig(config.algorithm.name, _plain(dataclasses.asdict(settings)))
+    )
+    env, policy, maml, train = config.env, config.policy, config.maml, config.train
     if env.horizon is not None:
         _check_positive("env.horizon", env.horizon)
     _check_positive("env.action_scale", env.action_scale)
@@ -327,18 +330,12 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"policy.min_std ({policy.min_std}) must not exceed policy.init_std ({policy.init_std})")
     _check_positive("maml.meta_batch_size", maml.meta_batch_size)
     _check_positive("maml.fast_batch_size", maml.fast_batch_size)
-    _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=config.algorithm == "pretrained")
+    _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not cls.adapts)
     _check_positive("maml.fast_lr", maml.fast_lr)
     if not 0.0 <= maml.gamma <= 1.0:
         raise ConfigError(f"maml.gamma: must be in [0, 1], got {maml.gamma}")
     if not 0.0 <= maml.gae_lambda <= 1.0:
         raise ConfigError(f"maml.gae_lambda: must be in [0, 1], got {maml.gae_lambda}")
-    _check_positive("trpo.max_kl", trpo.max_kl)
-    _check_positive("trpo.cg_iters", trpo.cg_iters)
-    _check_positive("trpo.cg_damping", trpo.cg_damping, allow_zero=True)
-    _check_positive("trpo.ls_max_steps", trpo.ls_max_steps)
-    if not 0.0 < trpo.ls_backtrack < 1.0:
-        raise ConfigError(f"trpo.ls_backtrack: must be in (0, 1), got {trpo.ls_backtrack}")
     _check_positive("train.num_iterations", train.num_iterations)
     _check_positive("train.checkpoint_every", train.checkpoint_every)
     if train.num_threads is not None:
@@ -350,9 +347,71 @@ def validate(config: Config) -> Config:
     return config
 
 
+def check_range(key: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``value`` lies in the interval (for settings classes)."""
+    below = low is not None and (value < low or (low_open and value == low))
+    above = high is not None and (value > high or (high_open and value == high))
+    if below or above:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
+        raise ConfigError(f"{key}: must be in {interval}, got {value}")
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` naming ``key`` and listing ``choices`` unless ``value`` is one of them."""
+    if value not in choices:
+        raise ConfigError(f"{key}: unknown {value!r}; valid: {', '.join(choices)}")
+
+
+def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Read a config written before the meta-learner contract in today's form; other configs pass unchanged.
+
+    The one place where old forms are translated (run directories and checkpoints of older runs hold them):
+
+    - ``algorithm: NAME`` (a string) becomes ``algorithm: {name: NAME}`` (also a shorthand on the command line:
+      ``--set algorithm=promp``);
+    - the top-level ``trpo:`` section becomes ``algorithm.options``;
+    - ``maml.first_order`` becomes ``algorithm.options.first_order`` (dropped for ``pretrained``, where it never
+      had an effect).
+
+    The old keys win over options already there, so ``--set trpo.max_kl=0.02`` still works on an old run
+    (:func:`apply_overrides` migrates before it applies overrides, :func:`from_dict` after).
+    """
+    maml = data.get("maml")
+    legacy_first_order = isinstance(maml, dict) and "first_order" in maml
+    if not (isinstance(data.get("algorithm"), str) or "trpo" in data or legacy_first_order):
+        return data
+    result = _plain(data)
+    algorithm = result.get("algorithm", {})
+    if isinstance(algorithm, str):
+        algorithm = {"name": algorithm}
+    if not isinstance(algorithm, dict):
+        return result  # let validation name the problem
+    options = algorithm.get("options", {})
+    if not isinstance(options, dict):
+        return result
+    trpo = result.pop("trpo", {})
+    if not isinstance(trpo, dict):
+        raise ConfigError(f"trpo: expected a mapping, got {trpo!r}")
+    options = {**options, **trpo}
+    if legacy_first_order:
+        first_order = result["maml"].pop("first_order")
+        if algorithm.get("name", AlgorithmConfig.name) != "pretrained":
+            options["first_order"] = first_order
+    result["algorithm"] = {**algorithm, "options": options}
+    return result
+
+
 def from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from a nested dict."""
-    return validate(_build(Config, data, ""))
+    """Build and validate a :class:`Config` from a nested dict (legacy forms migrated, options resolved)."""
+    return validate(_build(Config, migrate_legacy(data), ""))
+
+
+def resolved(data: dict[str, Any]) -> dict[str, Any]:
+    """The resolved, current form of a config dict (e.g. one stored in a checkpoint): compare configs with it."""
+    return from_dict(data).to_dict()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -368,8 +427,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted ``key=value`` overrides applied."""
-    result = _plain(data)
+    """Return a copy of ``data`` (legacy forms migrated) with dotted ``key=value`` overrides applied."""
+    result = _plain(migrate_legacy(data))
     for text in overrides:
         parts, value = parse_override(text)
         node = result

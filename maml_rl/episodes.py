@@ -41,6 +41,7 @@ class Episodes:
         mask: ``[T, N]`` float32, 1 for steps taken before the episode terminated.
         num_tasks: ``M``.
         advantages: ``[T, N]`` float32 once :func:`maml_rl.advantages.with_advantages` filled it in.
+        values: ``[T, N]`` the baseline's predictions, filled in with the advantages (zero on padded steps).
         num_unstable: sub-environments the simulator flagged as unstable (reset and masked out).
     """
 
@@ -51,6 +52,7 @@ class Episodes:
     num_tasks: int
     advantages: Tensor | None = None
     num_unstable: int = 0
+    values: Tensor | None = None
 
     def __post_init__(self) -> None:
         steps, n = self.rewards.shape

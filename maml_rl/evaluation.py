@@ -1,9 +1,11 @@
-"""Adaptation curves on held-out tasks (DESIGN §6).
+"""Adaptation curves on held-out tasks (docs/architecture.md §6).
 
-    checkpoint -> held-out tasks (evaluation seed) -> for k = 0 … K: sample E episodes per task with θ_k,
-    record each task's mean return, advantages, θ_{k+1} = adapt(θ_k, α_k) -> curve (CSV/JSON, PNG, TensorBoard)
+    checkpoint -> held-out tasks (evaluation seed) -> collect with α_0 … α_{K-1} (the training data path:
+    for k < K: sample E episodes per task with θ_k, advantages, θ_{k+1} = adapt(θ_k, α_k); sample with θ_K)
+    -> each batch's per-task mean return -> curve (CSV/JSON, PNG, TensorBoard)
 
-``α_0 = maml.fast_lr`` of the evaluated run and ``α_k = α_0 / 2`` after, as in the paper's protocol. The tasks,
+``α_0 = maml.fast_lr`` of the evaluated run and ``α_k = α_0 / 2`` after, as in the paper's protocol; the inner
+estimator is the one the run's meta-learner trained with. The tasks,
 environment resets and action noise come from a seed stream that training never draws from (see
 :func:`evaluation_streams`), and every row of a comparison (MAML, pretrained, random, oracle) gets the same
 tasks from the same evaluation seed.
@@ -17,8 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,16 @@ import torch
 
 import envs
 from maml_rl import resources
-from maml_rl.adaptation import adapt
-from maml_rl.advantages import with_advantages
-from maml_rl.build import build_family, build_policy, horizon_of, policy_dims
+from maml_rl.build import Generators, build_family, build_policy, horizon_of, policy_dims
 from maml_rl.checkpoint import CheckpointError, check_fits, checkpoint_path, load_checkpoint
+from maml_rl.collect import collect
 from maml_rl.config import Config, load_config
 from maml_rl.errors import EvaluationError, NonFiniteError
 from maml_rl.logging import write_adaptation_results
+from maml_rl.metalearners import inner_loss_of
 from maml_rl.plotting import adaptation_figure, figure_to_rgb, save_png
-from maml_rl.policies import Policy, task_params
+from maml_rl.policies import Policy
 from maml_rl.rundir import CONFIG_FILE, RunDirError, check_writable
-from maml_rl.sampling import sample_episodes
 
 #: spawn key of the evaluation seed stream; training spawns its streams with keys (0,) … (3,), never this one
 EVAL_STREAM = 0xE7A1
@@ -47,7 +47,7 @@ RESULT_FILES = ("adaptation.json", "adaptation.csv", "adaptation.png")
 
 @dataclass(frozen=True)
 class Protocol:
-    """The evaluation protocol (DESIGN §6).
+    """The evaluation protocol (docs/architecture.md §6).
 
     Attributes:
         num_tasks: held-out tasks ``n`` (standard errors need at least 2).
@@ -126,37 +126,11 @@ class AdaptationCurve:
         return {"label": self.label, **self.source, "step_sizes": list(self.step_sizes), "steps": steps}
 
 
-@dataclass
-class EvaluationStreams:
-    """The random streams of one evaluation, from ``SeedSequence(seed, spawn_key=(EVAL_STREAM,))``.
-
-    Attributes:
-        tasks: draws the held-out tasks.
-        resets: draws the seed of every environment reset.
-        actions: action noise, on the evaluation device.
-        init: seeds the random-initialization row.
-    """
-
-    tasks: np.random.Generator
-    resets: np.random.Generator
-    actions: torch.Generator
-    init: torch.Generator
-
-
-def evaluation_streams(seed: int, device: torch.device) -> EvaluationStreams:
+def evaluation_streams(seed: int, device: torch.device) -> Generators:
     """Streams no training run can produce: training spawns ``SeedSequence(s)`` children with keys ``(i,)``,
-    these have keys ``(EVAL_STREAM, i)``, so they differ for every pair of training and evaluation seeds."""
-    task_seq, reset_seq, action_seq, init_seq = np.random.SeedSequence(seed, spawn_key=(EVAL_STREAM,)).spawn(4)
-
-    def torch_seed(sequence: np.random.SeedSequence) -> int:
-        return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-    return EvaluationStreams(
-        tasks=np.random.default_rng(task_seq),
-        resets=np.random.default_rng(reset_seq),
-        actions=torch.Generator(device=device).manual_seed(torch_seed(action_seq)),
-        init=torch.Generator().manual_seed(torch_seed(init_seq)),
-    )
+    these have keys ``(EVAL_STREAM, i)``, so they differ for every pair of training and evaluation seeds.
+    ``init_generator()`` seeds the random-initialization row."""
+    return Generators.from_seed(seed, device, spawn_key=(EVAL_STREAM,))
 
 
 def step_sizes(fast_lr: float, num_steps: int) -> tuple[float, ...]:
@@ -164,28 +138,17 @@ def step_sizes(fast_lr: float, num_steps: int) -> tuple[float, ...]:
     return tuple(fast_lr if k == 0 else fast_lr / 2 for k in range(num_steps))
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Sample with one intra-op thread (DESIGN §7: OpenMP spinning slows small policy calls)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def adaptation_returns(
     policy: Policy, config: Config, protocol: Protocol, num_steps: int, device: torch.device
 ) -> np.ndarray:
     """Run the protocol for one policy: ``[num_steps + 1, n]`` per-task mean returns after ``k`` steps.
 
-    Every step samples ``E`` episodes for all ``n`` tasks with one batched call (``n × E`` sub-environments),
-    then takes one inner step with :func:`maml_rl.adaptation.adapt`.
+    One :func:`maml_rl.collect.collect` over ``n`` held-out tasks (``n × E`` sub-environments) with step sizes
+    ``α, α/2, …``: the same sample → advantages → adapt path as meta-training.
 
     Args:
         policy: holds ``θ_0`` (not modified).
-        config: the run's config (family and options, horizon, action scale, ``α``, ``γ``, ``λ``).
+        config: the run's config (family and options, horizon, action scale, ``α``, ``γ``, ``λ``, meta-learner).
         protocol: tasks, episodes and seed.
         num_steps: ``K`` (the protocol's, or 0 for an oracle).
         device: where the environment and the policy run.
@@ -197,23 +160,17 @@ def adaptation_returns(
         n * per_task, max_episode_steps=horizon_of(config, family), device=family.env_device(device)
     )
     env.set_tasks(envs.repeat_tasks(family.sample_tasks(n, streams.tasks), per_task))
-    maml = config.maml
-    params = task_params({name: p.detach() for name, p in policy.named_parameters()}, n)
-    returns = []
-    for k, alpha in enumerate([*step_sizes(maml.fast_lr, num_steps), None]):
-        with _one_thread():
-            episodes = sample_episodes(
-                env, policy, params, n, streams.actions, seed=int(streams.resets.integers(2**31 - 1)),
-                action_scale=config.env.action_scale,
-            )
-        task_returns = episodes.task_returns()
+    shared = {name: p.detach() for name, p in policy.named_parameters()}
+    try:
+        batch = collect(env, policy, shared, config, n, step_sizes(config.maml.fast_lr, num_steps), streams,
+                        inner_loss_of(config))
+    except NonFiniteError as error:
+        raise EvaluationError(f"{error} during the evaluation") from error
+    returns = [episodes.task_returns() for episodes in batch.batches]
+    for k, task_returns in enumerate(returns):
         if not bool(torch.isfinite(task_returns).all()):
             raise EvaluationError(f"non-finite returns at adaptation step {k}")
-        returns.append(task_returns.cpu().numpy().astype(np.float64))
-        if alpha is not None:
-            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
-            params = adapt(policy, params, [episodes], alpha, create_graph=False)
-    return np.stack(returns)
+    return np.stack([r.cpu().numpy().astype(np.float64) for r in returns])
 
 
 def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu") -> AdaptationCurve:
@@ -236,7 +193,7 @@ def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu
 
 
 def _kind(config: Config) -> str:
-    return "oracle" if config.env.options.get("oracle") is True else config.algorithm
+    return "oracle" if config.env.options.get("oracle") is True else config.algorithm.name
 
 
 def load_run(run_dir: str | Path, checkpoint: int | None = None) -> Row:
@@ -259,7 +216,7 @@ def load_run(run_dir: str | Path, checkpoint: int | None = None) -> Row:
     except (RuntimeError, TypeError) as error:
         raise CheckpointError(f"checkpoint of iteration {iteration} in {run_dir} does not load: {error}") from error
     kind = _kind(config)
-    source = {"run_dir": str(run_dir), "checkpoint": iteration, "algorithm": config.algorithm,
+    source = {"run_dir": str(run_dir), "checkpoint": iteration, "algorithm": config.algorithm.name,
               "oracle": kind == "oracle"}
     return Row(f"{kind} ({run_dir.name}, iter {iteration})", config, policy, kind == "oracle", source)
 
@@ -267,7 +224,7 @@ def load_run(run_dir: str | Path, checkpoint: int | None = None) -> Row:
 def random_row(config: Config, protocol: Protocol) -> Row:
     """A freshly initialized policy of ``config``'s structure, seeded from the evaluation seed."""
     family = build_family(config)
-    policy = build_policy(config, family, evaluation_streams(protocol.seed, torch.device("cpu")).init)
+    policy = build_policy(config, family, evaluation_streams(protocol.seed, torch.device("cpu")).init_generator())
     source = {"run_dir": None, "checkpoint": None, "algorithm": "random", "oracle": False}
     return Row("random", config, policy, False, source)
 
@@ -291,7 +248,7 @@ def check_memory(rows: Sequence[Row], protocol: Protocol, device: torch.device) 
 
 def check_comparable(rows: Sequence[Row]) -> None:
     """Rows must share the task family, the horizon and the action scale (their returns are compared on the same
-    tasks, and the paper and modern presets are never mixed, DESIGN §5)."""
+    tasks, and the paper and modern presets are never mixed: docs/architecture.md §5)."""
 
     def settings(config: Config) -> dict[str, Any]:
         return {"env.family": config.env.family, "env.horizon": horizon_of(config, build_family(config)),

@@ -1,5 +1,5 @@
-"""The only place that writes metrics: TensorBoard event files and ``metrics.csv`` (DESIGN §8), and the
-evaluation results ``adaptation.json`` / ``adaptation.csv`` (DESIGN §6).
+"""The only place that writes metrics: TensorBoard event files and ``metrics.csv`` (docs/architecture.md §8), and the
+evaluation results ``adaptation.json`` / ``adaptation.csv`` (docs/architecture.md §6).
 
 Metric names are ``section/name`` (``returns/post_adapt_mean``, ``trpo/kl_after``, ``time/sampling``); every
 row of ``metrics.csv`` has the same columns, ``iteration`` first.
@@ -157,7 +157,7 @@ def tag_of(label: str) -> str:
 
 
 def write_adaptation_results(output_dir: str | Path, results: dict[str, Any], image: np.ndarray | None = None) -> None:
-    """Write evaluation results (DESIGN §6): ``adaptation.json``, ``adaptation.csv`` and TensorBoard.
+    """Write evaluation results (docs/architecture.md §6): ``adaptation.json``, ``adaptation.csv`` and TensorBoard.
 
     Args:
         output_dir: the evaluation directory (created).

@@ -1,4 +1,5 @@
-"""Figures: adaptation curves (DESIGN §6) and learning curves from ``metrics.csv`` (DESIGN §8).
+"""Figures: adaptation curves (docs/architecture.md §6) and learning curves from ``metrics.csv``
+(docs/architecture.md §8).
 
 Figures are drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``), with no
 pyplot state, so plotting works headless and never opens a window.

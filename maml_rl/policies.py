@@ -1,4 +1,4 @@
-"""Gaussian and categorical MLP policies, evaluated functionally (DESIGN §4, STYLE example 1).
+"""Gaussian and categorical MLP policies, evaluated functionally (docs/architecture.md §4: parameters are data).
 
 A policy's parameters are a ``dict[str, Tensor]``. ``forward`` maps observations to the parameters of the
 action distribution (a tuple of tensors); ``log_prob``, ``kl`` and ``sample`` act on that tuple, so the same
@@ -80,8 +80,8 @@ class GaussianMLPPolicy(Policy):
         action_dim: action size.
         hidden_sizes: hidden widths (paper: (100, 100)).
         activation: "relu" (paper) or "tanh" (modern preset).
-        init_std: initial standard deviation (DESIGN §4: 1.0).
-        min_std: lower bound on the standard deviation (DESIGN §4: 1e-6).
+        init_std: initial standard deviation (config default 1.0).
+        min_std: lower bound on the standard deviation (config default 1e-6).
         generator: seeds the initialization.
     """
 
@@ -129,7 +129,7 @@ class GaussianMLPPolicy(Policy):
 
 
 class CategoricalMLPPolicy(Policy):
-    """Categorical distribution over ``num_actions`` with MLP logits (DESIGN §4)."""
+    """Categorical distribution over ``num_actions`` with MLP logits (docs/architecture.md §4)."""
 
     discrete = True
 

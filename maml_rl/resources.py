@@ -386,7 +386,9 @@ def estimate_training_memory(
         horizon: episode length ``T`` (``build.horizon_of``).
     """
     maml = config.maml
-    inner = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
+    from maml_rl.metalearners import learner_class  # here: the learners import much of the package
+
+    inner = maml.num_inner_steps if learner_class(config.algorithm.name).adapts else 0
     return _estimate(
         config, obs_dim, action_dim, discrete, horizon,
         tasks=_Factor("maml.meta_batch_size", maml.meta_batch_size, maml.meta_batch_size, 40),

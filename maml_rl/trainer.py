@@ -1,7 +1,10 @@
-"""The meta-training loop: one meta-iteration reads top to bottom as DESIGN §2.
+"""The meta-training loop: one meta-iteration reads top to bottom as the data flow of docs/architecture.md §2.
 
-    tasks -> set_tasks -> for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
-          -> sample validation episodes with θ_K -> outer TRPO step -> log, checkpoint
+    tasks -> set_tasks -> collect: for k < K: sample with θ_k, advantages, θ_{k+1} = adapt(θ_k)
+                                   -> sample validation episodes with θ_K
+          -> meta-learner step (new θ as data) -> load into the policy -> log, checkpoint
+
+The trainer knows no meta-learner by name: ``make_learner`` builds the one ``algorithm.name`` selects.
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import copy
 import signal
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,6 @@ from tqdm import tqdm
 
 import envs
 from maml_rl import resources
-from maml_rl.adaptation import adapt
-from maml_rl.advantages import with_advantages
 from maml_rl.build import Generators, build_family, build_policy, horizon_of, policy_dims, resolve_device
 from maml_rl.checkpoint import (
     CheckpointError,
@@ -31,14 +31,14 @@ from maml_rl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from maml_rl.config import Config, save_config
+from maml_rl.collect import MetaBatch, PhaseTimer, collect
+from maml_rl.config import Config, resolved, save_config
 from maml_rl.episodes import Episodes
 from maml_rl.errors import NonFiniteError, TrainingError
 from maml_rl.logging import METRICS_FILE, MetricsLogger
-from maml_rl.metalearners import MAMLTRPO
-from maml_rl.policies import task_params
+from maml_rl.metalearners import make_learner
+from maml_rl.policies import Params, Policy
 from maml_rl.rundir import CONFIG_FILE, RunDirError, RunLock, remove_stale_temp_files
-from maml_rl.sampling import sample_episodes
 
 #: metrics shown beside the hyperparameters in TensorBoard's HPARAMS tab
 HPARAM_METRICS = ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/kl_after")
@@ -50,10 +50,43 @@ def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
     return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": std}
 
 
-def _check_episodes(episodes: Episodes) -> None:
-    for name in ("observations", "rewards"):
-        if not bool(torch.isfinite(getattr(episodes, name)).all()):
-            raise NonFiniteError(f"non-finite {name} from the environment")
+def returns_metrics(batch: MetaBatch) -> dict[str, float]:
+    """``returns/pre_adapt_*``, ``returns/inner_step{k}_*`` (``K > 1``) and ``returns/post_adapt_*`` of a batch."""
+    metrics: dict[str, float] = {}
+    for k, episodes in enumerate(batch.train):
+        metrics.update(_returns_stats("pre_adapt" if k == 0 else f"inner_step{k}", episodes))
+    metrics.update(_returns_stats("post_adapt", batch.valid))
+    if not batch.train:  # no adaptation (pretrained): the validation batch is the only batch
+        metrics.update(_returns_stats("pre_adapt", batch.valid))
+    return metrics
+
+
+def load_parameters(policy: Policy, params: Params) -> None:
+    """Copy a meta-learner's new parameters into the policy (names and shapes must match)."""
+    current = dict(policy.named_parameters())
+    if set(params) != set(current):
+        raise ValueError(f"the meta-learner returned parameters {sorted(params)}, the policy has {sorted(current)}")
+    with torch.no_grad():
+        for name, p in current.items():
+            if params[name].shape != p.shape:
+                raise ValueError(f"parameter {name}: shape {tuple(params[name].shape)}, expected {tuple(p.shape)}")
+            p.copy_(params[name])
+
+
+def check_parameters(policy: Policy, params: Params) -> None:
+    """A meta-learner's new parameters, and the Gaussian policy's standard deviation under them, must be finite.
+
+    Raises:
+        NonFiniteError: naming the offending parameters (the policy still holds the old ones).
+    """
+    bad = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
+    log_std = params.get("log_std")
+    if (not bad and log_std is not None and hasattr(policy, "log_std")
+            and not bool(torch.isfinite(log_std.detach().exp()).all())):
+        bad = [f"std (log_std up to {float(log_std.detach().max()):.4g})"]
+    if bad:
+        raise NonFiniteError(f"the outer step would make the policy non-finite ({', '.join(bad[:3])}); step not "
+                             "applied")
 
 
 class Trainer:
@@ -72,7 +105,6 @@ class Trainer:
         self.family = build_family(config)
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
-        self.num_inner_steps = maml.num_inner_steps if config.algorithm == "maml-trpo" else 0
         horizon = horizon_of(config, self.family)
         # Before anything big is allocated or anything is written: does the run fit in memory?
         obs_dim, action_size, discrete = policy_dims(self.family)
@@ -95,7 +127,7 @@ class Trainer:
             self.env = self.family.make_vector_env(
                 self.num_tasks * self.per_task, max_episode_steps=horizon, device=self.family.env_device(self.device)
             )
-            self.metalearner = MAMLTRPO(self.policy, maml.fast_lr, maml.first_order, config.trpo)
+            self.metalearner = make_learner(config, self.policy)
             self.iteration = 0
             # config.yaml is (re)written only once the run has started cleanly: after the first new iteration
             # when resuming with a changed config, at once for a new run.
@@ -126,6 +158,7 @@ class Trainer:
             "generators": self.generators.state_dict(),
             "config": self.config.to_dict(),
             "family": self.config.env.family,
+            "metalearner": self.metalearner.state_dict(),
         }
 
     def _restore(self) -> bool:
@@ -146,7 +179,14 @@ class Trainer:
             self.policy.load_state_dict(state["policy"])
         except (RuntimeError, TypeError) as error:
             raise CheckpointError(f"checkpoint {where} does not load: {str(error).splitlines()[0]}") from error
-        self._config_to_write = state.get("config") != self.config.to_dict()  # allowed by the caller
+        try:
+            self.metalearner.load_state_dict(state.get("metalearner", {}))
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {where}: the meta-learner's state does not load "
+                                  f"({type(error).__name__}: {error})") from error
+        # allowed by the caller: config.yaml follows the run once it has completed an iteration (compared in
+        # today's form: older runs resume as they are)
+        self._config_to_write = resolved(state.get("config", {})) != self.config.to_dict()
         self.iteration = iteration
         return True
 
@@ -157,88 +197,35 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ one meta-iteration
 
-    def _sample(self, params: dict[str, torch.Tensor]) -> Episodes:
-        torch.set_num_threads(1)
-        try:
-            episodes = sample_episodes(
-                self.env, self.policy, params, self.num_tasks, self.generators.actions,
-                seed=self.generators.next_reset_seed(), action_scale=self.config.env.action_scale,
-            )
-        finally:
-            torch.set_num_threads(self.learner_threads)
-        _check_episodes(episodes)
-        return episodes
-
     def meta_iteration(self) -> dict[str, float]:
-        """Sample tasks, adapt, sample validation episodes, take the outer step; returns the metrics."""
-        maml = self.config.maml
-        timers = {"sampling": 0.0, "adaptation": 0.0}
-        start = time.perf_counter()
-
-        tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
-        self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
-        shared = {name: p.detach() for name, p in self.policy.named_parameters()}
-        params = task_params(shared, self.num_tasks)
-
-        metrics: dict[str, float] = {}
-        train_batches: list[Episodes] = []
-        for k in range(self.num_inner_steps):
-            tick = time.perf_counter()
-            episodes = self._sample(params)
-            timers["sampling"] += time.perf_counter() - tick
-            tick = time.perf_counter()
-            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
-            params = adapt(self.policy, params, [episodes], maml.fast_lr, create_graph=False)
-            timers["adaptation"] += time.perf_counter() - tick
-            train_batches.append(episodes)
-            name = "pre_adapt" if k == 0 else f"inner_step{k}"
-            metrics.update(_returns_stats(name, episodes))
-
-        tick = time.perf_counter()
-        valid = self._sample(params)
-        timers["sampling"] += time.perf_counter() - tick
-        tick = time.perf_counter()
-        valid = with_advantages(valid, maml.gamma, maml.gae_lambda)
-        timers["adaptation"] += time.perf_counter() - tick
-        metrics.update(_returns_stats("post_adapt", valid))
-        if self.num_inner_steps == 0:  # pretrained: no adaptation, the validation batch is the only batch
-            metrics.update(_returns_stats("pre_adapt", valid))
-
-        tick = time.perf_counter()
-        before = {name: p.detach().clone() for name, p in self.policy.named_parameters()}
-        metrics.update(self.metalearner.step(train_batches, valid))
-        self._check_policy(before)
-        timers["outer"] = time.perf_counter() - tick
-
-        env_steps = sum(batch.num_steps for batch in [*train_batches, valid])
+        """Sample tasks, collect (adapt, validation episodes), take the meta-learner's step; returns the metrics."""
+        timer = PhaseTimer()
+        with timer.phase("iteration"):
+            tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
+            self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
+            learner = self.metalearner
+            batch = collect(
+                self.env, self.policy, learner.shared_params(), self.config, self.num_tasks,
+                [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
+            )
+            with timer.phase("outer"):
+                new_params, learner_metrics = learner.step(batch)
+            check_parameters(self.policy, new_params)  # before anything changes: nothing non-finite is loaded
+            load_parameters(self.policy, new_params)
         log_std = getattr(self.policy, "log_std", None)
+
+        env_steps = sum(episodes.num_steps for episodes in batch.batches)
+        seconds = timer.seconds
+        metrics = {**returns_metrics(batch), **learner_metrics}
         if log_std is not None:  # Gaussian policies only: no NaN column for categorical ones
             metrics["policy/std"] = float(log_std.detach().exp().mean())
-        metrics["env/steps"] = float(env_steps)
-        metrics["env/steps_per_second"] = env_steps / max(timers["sampling"], 1e-9)
-        metrics["env/unstable"] = float(sum(batch.num_unstable for batch in [*train_batches, valid]))
-        for phase, seconds in timers.items():
-            metrics[f"time/{phase}"] = seconds
-        metrics["time/iteration"] = time.perf_counter() - start
-        return metrics
-
-    def _check_policy(self, before: dict[str, torch.Tensor]) -> None:
-        """After the outer step: every parameter and the Gaussian std must be finite, else restore ``before``.
-
-        Raises:
-            NonFiniteError: naming the parameters (the policy holds ``before`` again).
-        """
-        params = dict(self.policy.named_parameters())
-        bad = [name for name, p in params.items() if not bool(torch.isfinite(p).all())]
-        log_std = getattr(self.policy, "log_std", None)
-        if not bad and log_std is not None and not bool(torch.isfinite(log_std.detach().exp()).all()):
-            bad = [f"std (log_std up to {float(log_std.detach().max()):.4g})"]
-        if bad:
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(before[name])
-            raise NonFiniteError(f"the outer step made the policy non-finite ({', '.join(bad[:3])}); parameters "
-                                 "restored")
+        return {
+            **metrics,
+            "env/steps": float(env_steps),
+            "env/steps_per_second": env_steps / max(seconds["sampling"], 1e-9),
+            "env/unstable": float(sum(episodes.num_unstable for episodes in batch.batches)),
+            **{f"time/{phase}": seconds[phase] for phase in ("sampling", "adaptation", "outer", "iteration")},
+        }
 
     # ------------------------------------------------------------------------------ the loop
 

@@ -49,3 +49,24 @@ def gaussian_policy() -> GaussianMLPPolicy:
 def categorical_policy() -> CategoricalMLPPolicy:
     return CategoricalMLPPolicy(2, 3, hidden_sizes=(6,), activation="tanh",
                                 generator=torch.Generator().manual_seed(4)).double()
+
+
+def trpo_learner(policy, fast_lr: float, first_order: bool = False, estimator: str = "reinforce", **trpo):
+    """A MAML-TRPO learner with inner step size ``fast_lr`` and TRPO settings ``trpo``."""
+    from maml_rl.config import MamlConfig
+    from maml_rl.metalearners.maml_trpo import MAMLTRPO, MAMLTRPOSettings
+
+    return MAMLTRPO(policy, MamlConfig(fast_lr=fast_lr), MAMLTRPOSettings(first_order=first_order,
+                                                                         estimator=estimator, **trpo))
+
+
+def meta_batch(learner, train, valid):
+    """The ``MetaBatch`` a collection with ``learner``'s inner loss would have produced from these batches."""
+    from maml_rl.adaptation import adapt
+    from maml_rl.collect import MetaBatch
+    from maml_rl.policies import task_params
+
+    shared = learner.shared_params()
+    adapted = adapt(learner.policy, task_params(shared, valid.num_tasks), list(train), learner.maml.fast_lr,
+                    create_graph=False, loss=learner.inner_loss)
+    return MetaBatch(train=tuple(train), valid=valid, adapted=adapted)

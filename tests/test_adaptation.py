@@ -5,12 +5,10 @@ import torch
 from torch.func import functional_call
 
 from maml_rl.adaptation import adapt, inner_loss
-from maml_rl.config import TrpoConfig
 from maml_rl.episodes import by_task
 from maml_rl.losses import reinforce_loss
-from maml_rl.metalearners import MAMLTRPO
 from maml_rl.policies import task_params
-from tests.conftest import random_episodes
+from tests.conftest import random_episodes, trpo_learner
 
 ALPHA = 0.3
 
@@ -29,7 +27,7 @@ def _unflatten(policy, flat):
 
 def _meta_objective(policy, train, valid, first_order=False):
     """The MAML-TRPO surrogate at θ with the old policy fixed at θ0 (the function the outer step differentiates)."""
-    learner = MAMLTRPO(policy, fast_lr=ALPHA, first_order=first_order, trpo=TrpoConfig())
+    learner = trpo_learner(policy, fast_lr=ALPHA, first_order=first_order)
     theta0 = _flat(policy)
     with torch.no_grad():
         old = learner.validation_dist(_unflatten(policy, theta0), train, valid, create_graph=False)
@@ -73,7 +71,7 @@ def test_first_order_gradient_differs_and_matches_its_definition(gaussian_policy
     adapted = adapt(gaussian_policy, task_params(_unflatten(gaussian_policy, theta0), m), train, ALPHA,
                     create_graph=False)
     adapted = {n: p.detach().requires_grad_() for n, p in adapted.items()}
-    learner = MAMLTRPO(gaussian_policy, fast_lr=ALPHA, first_order=True, trpo=TrpoConfig())
+    learner = trpo_learner(gaussian_policy, fast_lr=ALPHA, first_order=True)
     dist = learner._validation_dist(adapted, valid)
     log_probs = gaussian_policy.log_prob(dist, by_task(valid.actions, m))
     loss = learner.surrogate(dist, valid, log_probs.detach())

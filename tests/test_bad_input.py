@@ -45,12 +45,12 @@ PLOT = "plot"
 # (command, arguments with {ws} for the workspace, a fragment of the one error line)
 CASES = {
     # numbers that would poison a run
-    "max_kl nan": (TRAIN, ["--set", "trpo.max_kl=.nan"], "trpo.max_kl"),
+    "max_kl nan": (TRAIN, ["--set", "algorithm.options.max_kl=.nan"], "algorithm.options.max_kl"),
     "fast_lr inf": (TRAIN, ["--set", "maml.fast_lr=.inf"], "maml.fast_lr"),
     "init_std nan": (TRAIN, ["--set", "policy.init_std=.nan"], "policy.init_std"),
     "min_std inf": (TRAIN, ["--set", "policy.min_std=.inf"], "policy.min_std"),
     "action_scale inf": (TRAIN, ["--set", "env.action_scale=.inf"], "env.action_scale"),
-    "cg_damping nan": (TRAIN, ["--set", "trpo.cg_damping=.nan"], "trpo.cg_damping"),
+    "cg_damping nan": (TRAIN, ["--set", "algorithm.options.cg_damping=.nan"], "algorithm.options.cg_damping"),
     "gamma -inf": (TRAIN, ["--set", "maml.gamma=-.inf"], "maml.gamma"),
     "hidden sizes empty": (TRAIN, ["--set", "policy.hidden_sizes=[]"], "policy.hidden_sizes"),
     # resources
@@ -115,7 +115,8 @@ def test_every_float_form_a_user_writes_is_accepted(tmp_path):
     config.write_text("env: {family: navigation-2d, horizon: 5}\npolicy: {hidden_sizes: [8]}\n"
                       "maml: {meta_batch_size: 2, fast_batch_size: 2, fast_lr: 1e-3}\ntrpo: {cg_damping: 1E-5}\n"
                       "train: {num_iterations: 1e0}\n")
-    result = cli("train", config, "--output", tmp_path / "run", "--no-progress", "--set", "trpo.max_kl=1e-2")
+    result = cli("train", config, "--output", tmp_path / "run", "--no-progress",
+                 "--set", "algorithm.options.max_kl=1e-2")
     assert result.returncode == 0, result.stderr
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "fast_lr: 0.001" in saved and "max_kl: 0.01" in saved and "num_iterations: 1\n" in saved

@@ -6,16 +6,18 @@ import re
 import pytest
 
 from maml_rl.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from maml_rl.metalearners import learner_names
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
 
 def test_code_defaults_equal_design_defaults():
-    c = Config()
-    assert (c.trpo.max_kl, c.trpo.cg_iters, c.trpo.cg_damping, c.trpo.ls_max_steps, c.trpo.ls_backtrack) == (
-        0.01, 10, 1e-5, 15, 0.8)
+    c = from_dict({})
+    assert c.algorithm.name == "maml-trpo"
+    assert c.algorithm.options == {"max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
+                                   "ls_backtrack": 0.8, "first_order": False, "estimator": "reinforce"}
     assert (c.maml.gamma, c.maml.gae_lambda, c.maml.fast_lr, c.maml.fast_batch_size, c.maml.meta_batch_size,
-            c.maml.num_inner_steps, c.maml.first_order) == (0.99, 1.0, 0.1, 20, 40, 1, False)
+            c.maml.num_inner_steps) == (0.99, 1.0, 0.1, 20, 40, 1)
     assert (c.policy.hidden_sizes, c.policy.activation, c.policy.init_std, c.policy.min_std) == (
         (100, 100), "relu", 1.0, 1e-6)
 
@@ -23,7 +25,8 @@ def test_code_defaults_equal_design_defaults():
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("**/*.yaml")), ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_every_experiment_config_loads(path):
     config = load_config(path)
-    assert config.to_dict()["algorithm"] in ("maml-trpo", "pretrained")
+    assert config.algorithm.name in ("maml-trpo", "pretrained")
+    assert "algorithm:\n  name: " in path.read_text() and "\ntrpo:" not in path.read_text()  # today's form
 
 
 def test_navigation_paper_preset_values():
@@ -32,9 +35,10 @@ def test_navigation_paper_preset_values():
 
 
 def test_overrides_parse_yaml_values_and_round_trip():
-    data = apply_overrides({}, ["maml.fast_lr=0.25", "policy.hidden_sizes=[64, 64]", "maml.first_order=true"])
+    data = apply_overrides({}, ["maml.fast_lr=0.25", "policy.hidden_sizes=[64, 64]",
+                                "algorithm.options.first_order=true"])
     c = from_dict(data)
-    assert c.maml.fast_lr == 0.25 and c.policy.hidden_sizes == (64, 64) and c.maml.first_order is True
+    assert c.maml.fast_lr == 0.25 and c.policy.hidden_sizes == (64, 64) and c.algorithm.options["first_order"]
     assert from_dict(c.to_dict()) == c
 
 
@@ -50,13 +54,44 @@ def test_section_must_be_a_mapping():
 
 # ----------------------------------------------------------------------------------------- refused values
 
-FLOAT_KEYS = ["env.action_scale", "policy.init_std", "policy.min_std", "maml.fast_lr", "maml.gamma",
-              "maml.gae_lambda", "trpo.max_kl", "trpo.cg_damping", "trpo.ls_backtrack"]
+SECTION_FLOAT_KEYS = ["env.action_scale", "policy.init_std", "policy.min_std", "maml.fast_lr", "maml.gamma",
+                      "maml.gae_lambda"]
 
 
-def _nested(key: str, value):
-    section, name = key.split(".")
+def _learner_float_options():
+    import dataclasses
+    import typing
+
+    from maml_rl.metalearners import learner_class
+    entries = []
+    for name in learner_names():
+        settings = learner_class(name).Settings
+        hints = typing.get_type_hints(settings)
+        entries += [f"{name}:{field.name}" for field in dataclasses.fields(settings) if hints[field.name] is float]
+    return entries
+
+
+FLOAT_KEYS = SECTION_FLOAT_KEYS + _learner_float_options()
+
+
+def _key(entry: str) -> str:
+    """The dotted key a message names: ``maml.fast_lr``, or ``algorithm.options.max_kl`` for ``maml-trpo:max_kl``."""
+    return f"algorithm.options.{entry.split(':')[1]}" if ":" in entry else entry
+
+
+def _nested(entry: str, value):
+    if ":" in entry:
+        learner, option = entry.split(":")
+        return {"algorithm": {"name": learner, "options": {option: value}}}
+    section, name = entry.split(".")
     return {section: {name: value}}
+
+
+def _override(entry: str, text: str) -> list[str]:
+    if ":" in entry:
+        learner, option = entry.split(":")
+        return [f"algorithm.name={learner}", f"algorithm.options.{option}={text}"]
+    return [f"{entry}={text}"]
 
 
 def test_float_key_table_covers_every_float_field():
@@ -64,46 +99,48 @@ def test_float_key_table_covers_every_float_field():
     import typing
     found = []
     for section in dataclasses.fields(Config):
-        hints = typing.get_type_hints(section.type) if isinstance(section.type, type) else {}
-        if not hints:
-            hints = typing.get_type_hints(type(getattr(Config(), section.name)))
+        if section.name == "algorithm":
+            continue  # its options are the learners' settings, listed by _learner_float_options
+        hints = typing.get_type_hints(type(getattr(Config(), section.name)))
         found += [f"{section.name}.{name}" for name, hint in hints.items() if hint is float]
-    assert sorted(found) == sorted(FLOAT_KEYS)
+    assert sorted(found) == sorted(SECTION_FLOAT_KEYS)
+    assert {"maml-trpo:max_kl", "maml-trpo:cg_damping", "promp:clip", "reptile:beta"} <= set(FLOAT_KEYS)
 
 
-@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("entry", FLOAT_KEYS)
 @pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", ".NaN", "+.inf", "1e999"])
-def test_non_finite_floats_are_refused_from_overrides(key, text):
+def test_non_finite_floats_are_refused_from_overrides(entry, text):
     with pytest.raises(ConfigError) as error:
-        load_config(None, [f"{key}={text}"])
-    assert str(error.value).startswith(f"{key}: must be a finite number, got ") and "\n" not in str(error.value)
+        load_config(None, _override(entry, text))
+    message = str(error.value)
+    assert message.startswith(f"{_key(entry)}: must be a finite number, got ") and "\n" not in message, message
 
 
-@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("entry", FLOAT_KEYS)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 10**400])
-def test_non_finite_floats_are_refused_from_dicts(key, value):
-    with pytest.raises(ConfigError, match=f"^{key}: must be a finite number"):
-        from_dict(_nested(key, value))
+def test_non_finite_floats_are_refused_from_dicts(entry, value):
+    with pytest.raises(ConfigError, match=f"^{re.escape(_key(entry))}: must be a finite number"):
+        from_dict(_nested(entry, value))
 
 
-@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("entry", FLOAT_KEYS)
 @pytest.mark.parametrize("value", ["abc", "0.1", True, [0.1], None])
-def test_non_numbers_are_refused_for_float_keys(key, value):
-    with pytest.raises(ConfigError, match=f"^{key}: expected a number, got "):
-        from_dict(_nested(key, value))
+def test_non_numbers_are_refused_for_float_keys(entry, value):
+    with pytest.raises(ConfigError, match=f"^{re.escape(_key(entry))}: expected a number, got "):
+        from_dict(_nested(entry, value))
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
+@pytest.mark.parametrize(("entry", "value", "message"), [
     ("maml.fast_lr", 0.0, "must be > 0"), ("maml.fast_lr", -1e-3, "must be > 0"),
     ("policy.init_std", 0.0, "must be > 0"), ("policy.min_std", -1.0, "must be > 0"),
-    ("env.action_scale", -2.0, "must be > 0"), ("trpo.max_kl", 0.0, "must be > 0"),
-    ("trpo.cg_damping", -1e-5, "must be >= 0"), ("maml.gamma", 1.5, "must be in [0, 1]"),
-    ("maml.gae_lambda", -0.1, "must be in [0, 1]"), ("trpo.ls_backtrack", 1.0, "must be in (0, 1)"),
-    ("trpo.ls_backtrack", 0.0, "must be in (0, 1)"),
+    ("env.action_scale", -2.0, "must be > 0"), ("maml-trpo:max_kl", 0.0, "must be in (0, inf]"),
+    ("maml-trpo:cg_damping", -1e-5, "must be in [0, inf]"), ("maml.gamma", 1.5, "must be in [0, 1]"),
+    ("maml.gae_lambda", -0.1, "must be in [0, 1]"), ("maml-trpo:ls_backtrack", 1.0, "must be in (0, 1)"),
+    ("pretrained:ls_backtrack", 0.0, "must be in (0, 1)"),
 ])
-def test_out_of_range_floats_are_refused(key, value, message):
-    with pytest.raises(ConfigError, match="^" + re.escape(f"{key}: {message}, got {value}") + "$"):
-        from_dict(_nested(key, value))
+def test_out_of_range_floats_are_refused(entry, value, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{_key(entry)}: {message}, got {value}") + "$"):
+        from_dict(_nested(entry, value))
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -111,11 +148,11 @@ def test_out_of_range_floats_are_refused(key, value, message):
     ("5.", 5.0), ("1_000.0", 1000.0), ("3", 3.0), ("0.25", 0.25),
 ])
 def test_every_float_form_is_accepted_in_overrides_and_files(tmp_path, text, value):
-    assert load_config(None, [f"trpo.max_kl={text}"]).trpo.max_kl == value
+    assert load_config(None, [f"algorithm.options.max_kl={text}"]).algorithm.options["max_kl"] == value
     path = tmp_path / "c.yaml"
-    path.write_text(f"trpo:\n  max_kl: {text}\nmaml: {{fast_lr: {text}}}\n")
+    path.write_text(f"algorithm:\n  name: maml-trpo\n  options: {{max_kl: {text}}}\nmaml: {{fast_lr: {text}}}\n")
     config = load_config(path)
-    assert config.trpo.max_kl == value and config.maml.fast_lr == value
+    assert config.algorithm.options["max_kl"] == value and config.maml.fast_lr == value
 
 
 def test_negative_exponent_floats_in_lists_and_the_yaml_loader():
@@ -212,4 +249,61 @@ def test_unknown_key_message_is_one_line_and_lists_valid_keys():
     with pytest.raises(ConfigError) as error:
         from_dict({"maml": {"fast_lrr": 0.1}})
     assert str(error.value) == ("unknown config key maml.fast_lrr; valid keys in maml: meta_batch_size, "
-                                "fast_batch_size, num_inner_steps, fast_lr, first_order, gamma, gae_lambda")
+                                "fast_batch_size, num_inner_steps, fast_lr, gamma, gae_lambda")
+
+# ------------------------------------------------------------------------------------------- algorithm
+
+
+def test_every_registered_learner_resolves_its_options():
+    assert set(learner_names()) == {"maml-trpo", "pretrained", "maml-fo", "promp", "reptile"}
+    promp = from_dict({"algorithm": {"name": "promp"}}).algorithm
+    assert promp.options == {"num_steps": 5, "clip": 0.3, "lr": 1e-3, "inner_kl_penalty": 5e-4}
+    reptile = from_dict({"algorithm": {"name": "reptile", "options": {"beta": 0.5}}}).algorithm
+    assert reptile.options == {"beta": 0.5}
+    assert from_dict({"algorithm": "maml-fo"}).algorithm.options == {"lr": 1e-3, "num_steps": 1,
+                                                                     "estimator": "reinforce"}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"algorithm": {"name": "fancy"}},
+         "algorithm.name: unknown 'fancy'; valid: maml-trpo, pretrained, maml-fo, promp, reptile"),
+        ({"algorithm": {"name": "promp", "options": {"clipp": 0.2}}},
+         "unknown config key algorithm.options.clipp; valid keys in algorithm.options: num_steps, clip, lr, "
+         "inner_kl_penalty"),
+        ({"algorithm": {"name": "promp", "options": {"clip": 1.5}}}, "algorithm.options.clip: must be in (0, 1)"),
+        ({"algorithm": {"name": "promp", "options": {"num_steps": 2.5}}},
+         "algorithm.options.num_steps: expected an integer"),
+        ({"algorithm": {"name": "maml-trpo", "options": {"estimator": "magic"}}},
+         "algorithm.options.estimator: unknown 'magic'; valid: reinforce, dice, e-maml"),
+        ({"algorithm": {"name": "reptile", "options": {"max_kl": 0.01}}},
+         "unknown config key algorithm.options.max_kl; valid keys in algorithm.options: beta"),
+        ({"algorithm": {"nme": "reptile"}}, "unknown config key algorithm.nme; valid keys in algorithm: name, options"),
+        ({"algorithm": {"name": "reptile"}, "maml": {"num_inner_steps": 0}}, "maml.num_inner_steps: must be > 0"),
+    ],
+)
+def test_bad_algorithm_settings_name_the_key_in_one_line(data, message):
+    with pytest.raises(ConfigError) as error:
+        from_dict(data)
+    assert message in str(error.value) and "\n" not in str(error.value), str(error.value)
+
+
+LEGACY = {"algorithm": "maml-trpo", "maml": {"fast_lr": 0.5, "first_order": True},
+          "trpo": {"max_kl": 0.02, "cg_iters": 5}}
+
+
+def test_legacy_configs_migrate_to_algorithm_options():
+    config = from_dict(LEGACY)
+    assert config.algorithm.name == "maml-trpo" and config.maml.fast_lr == 0.5
+    assert config.algorithm.options == {"max_kl": 0.02, "cg_iters": 5, "cg_damping": 1e-5, "ls_max_steps": 15,
+                                        "ls_backtrack": 0.8, "first_order": True, "estimator": "reinforce"}
+    assert from_dict(config.to_dict()) == config  # the resolved form round-trips
+    # overrides in the old spelling still apply to an old run's config
+    changed = from_dict(apply_overrides(LEGACY, ["trpo.max_kl=0.03", "maml.first_order=false"]))
+    assert changed.algorithm.options["max_kl"] == 0.03 and changed.algorithm.options["first_order"] is False
+    assert from_dict(apply_overrides(LEGACY, ["algorithm.options.max_kl=0.04"])).algorithm.options["max_kl"] == 0.04
+    pretrained = from_dict({"algorithm": "pretrained", "maml": {"first_order": True}, "trpo": {"max_kl": 0.02}})
+    assert pretrained.algorithm.options == {"max_kl": 0.02, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
+                                            "ls_backtrack": 0.8}
+    assert from_dict({"algorithm": "promp"}) == from_dict({"algorithm": {"name": "promp"}})  # shorthand

@@ -1,4 +1,5 @@
-"""Adaptation curves (DESIGN §6): the protocol, its outputs, comparison rows and bad input to ``maml-rl evaluate``."""
+"""Adaptation curves (docs/architecture.md §6): the protocol, its outputs, comparison rows and bad input to
+``maml-rl evaluate``."""
 
 import csv
 import json
@@ -11,7 +12,9 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import envs
+from maml_rl import collect as collect_module
 from maml_rl import evaluation
+from maml_rl.adaptation import inner_loss
 from maml_rl.build import Generators
 from maml_rl.checkpoint import checkpoint_path, list_checkpoints
 from maml_rl.cli import main
@@ -70,13 +73,14 @@ def test_trained_maml_policy_improves_with_one_adaptation_step(maml_run):
 def test_protocol_steps_alpha_then_half_and_reuses_adapt(maml_run, monkeypatch):
     row = load_run(maml_run, checkpoint=5)
     calls = []
-    real_adapt = evaluation.adapt
+    real_adapt = collect_module.adapt
 
-    def recording_adapt(policy, params, batches, step_sizes, create_graph=True):
+    def recording_adapt(policy, params, batches, step_sizes, create_graph=True, loss=inner_loss):
         calls.append((step_sizes, len(batches), batches[0].rewards.shape, next(iter(params.values())).shape[0]))
-        return real_adapt(policy, params, batches, step_sizes, create_graph)
+        assert loss is inner_loss  # maml-trpo with the REINFORCE estimator
+        return real_adapt(policy, params, batches, step_sizes, create_graph, loss)
 
-    monkeypatch.setattr(evaluation, "adapt", recording_adapt)
+    monkeypatch.setattr(collect_module, "adapt", recording_adapt)
     curve = evaluate_row(row, Protocol(num_tasks=4, num_steps=3, episodes_per_task=3, seed=0))
     alpha = row.config.maml.fast_lr
     assert alpha == 0.5 and curve.step_sizes == (0.5, 0.25, 0.25)
@@ -184,7 +188,7 @@ def test_pretrained_and_oracle_configs_train_without_adaptation(comparison_runs)
         (row,) = read_metrics(run / "metrics.csv")
         assert row["returns/pre_adapt_mean"] == row["returns/post_adapt_mean"]  # one batch: no adaptation
         assert row["env/steps"] == 2 * 2 * 50  # M x E x T: no inner-loop batch was sampled
-        assert load_run(run).config.algorithm == "pretrained"
+        assert load_run(run).config.algorithm.name == "pretrained"
     oracle = load_run(comparison_runs[1])
     assert oracle.oracle and oracle.policy.mean[0].in_features == 4  # observation [p, g]
 

@@ -67,11 +67,11 @@ def test_interrupted_run_checkpoints_the_last_completed_iteration_and_resumes_ex
     real_step = MAMLTRPO.step
     calls = {"n": 0}
 
-    def interrupted_step(self, train_batches, valid):
+    def interrupted_step(self, batch):
         calls["n"] += 1
         if calls["n"] == 3 and how == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)  # the trainer turns it into KeyboardInterrupt
-        result = real_step(self, train_batches, valid)  # moves the policy; the generators have moved too
+        result = real_step(self, batch)  # the generators have moved
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return result
@@ -97,7 +97,7 @@ def test_interrupted_run_checkpoints_the_last_completed_iteration_and_resumes_ex
 
 
 def test_interrupt_in_the_first_iteration_leaves_no_checkpoint(tmp_path, capsys, monkeypatch):
-    def interrupted(self, train_batches, valid):
+    def interrupted(self, batch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(MAMLTRPO, "step", interrupted)

@@ -142,7 +142,7 @@ def test_config_yaml_changes_only_once_the_resumed_run_has_started(two_iteration
     run = copy_of(two_iterations, tmp_path)
     original = (run / "config.yaml").read_text()
 
-    def failing_step(self, train_batches, valid):
+    def failing_step(self, batch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(MAMLTRPO, "step", failing_step)
@@ -164,13 +164,12 @@ def test_a_step_that_blows_up_the_std_stops_before_anything_is_written(tmp_path,
     real_step = MAMLTRPO.step
     calls = {"n": 0}
 
-    def exploding_step(self, train_batches, valid):
-        metrics = real_step(self, train_batches, valid)
+    def exploding_step(self, batch):
+        params, metrics = real_step(self, batch)
         calls["n"] += 1
         if calls["n"] == 2:  # what trpo.max_kl=1e9 did: log_std of 6120, std = inf
-            with torch.no_grad():
-                self.policy.log_std.fill_(6120.0)
-        return metrics
+            params = {**params, "log_std": torch.full_like(params["log_std"], 6120.0)}
+        return params, metrics
 
     monkeypatch.setattr(MAMLTRPO, "step", exploding_step)
     run = tmp_path / "run"
@@ -178,7 +177,8 @@ def test_a_step_that_blows_up_the_std_stops_before_anything_is_written(tmp_path,
                       "--set", "train.checkpoint_every=100")
     assert code == 1
     assert len(err) == 2 and err[0].startswith("run directory"), err
-    assert err[1].startswith("maml-rl: training stopped at iteration 2: the outer step made the policy non-finite")
+    assert err[1].startswith("maml-rl: training stopped at iteration 2: the outer step would make the policy "
+                             "non-finite (std (log_std up to 6120)); step not applied"), err
     assert "the last completed iteration (1) is checkpointed" in err[1]
     assert [row["iteration"] for row in read_metrics(run / "metrics.csv")] == [1]
     assert list(list_checkpoints(run)) == [1]

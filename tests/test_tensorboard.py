@@ -1,4 +1,5 @@
-"""TensorBoard event files of a run: every documented tag (DESIGN §8), the config as text and hparams, resume."""
+"""TensorBoard event files of a run: every documented tag (docs/architecture.md §8), the config as text and
+hparams, resume."""
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ from maml_rl.logging import read_metrics
 TINY = ["--set", "maml.meta_batch_size=3", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=8",
         "--set", "policy.hidden_sizes=[8]", "--set", "train.num_threads=1", "--no-progress"]
 
-#: DESIGN §8: returns before/after adaptation (mean, std), surrogate and KL around the outer step, line-search
-#: steps, CG residual, policy std, environment steps and steps per second, seconds per phase
+#: docs/architecture.md §8 and the README: returns before/after adaptation (mean, std), surrogate and KL around the
+#: outer step, line-search steps, CG residual, policy std, environment steps and steps per second, seconds per phase
 DOCUMENTED_TAGS = [
     "returns/pre_adapt_mean", "returns/pre_adapt_std", "returns/post_adapt_mean", "returns/post_adapt_std",
     "trpo/surrogate_before", "trpo/surrogate_after", "trpo/kl_after", "trpo/line_search_steps", "trpo/cg_residual",

@@ -12,9 +12,10 @@ import yaml
 from maml_rl.adaptation import adapt
 from maml_rl.advantages import with_advantages
 from maml_rl.checkpoint import list_checkpoints, load_checkpoint
+from maml_rl.collect import MetaBatch
 from maml_rl.config import load_config
 from maml_rl.logging import read_metrics
-from maml_rl.metalearners.maml_trpo import MAMLTRPO
+from maml_rl.metalearners.maml_trpo import MAMLTRPO, MAMLTRPOSettings
 from maml_rl.policies import GaussianMLPPolicy, task_params
 from maml_rl.rundir import RunDirError
 from maml_rl.sampling import sample_episodes
@@ -182,7 +183,7 @@ def initial_policy() -> GaussianMLPPolicy:
 def outer_step_from_cpu_episodes(device: str) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Episodes sampled on the CPU (2D navigation, 4 tasks x 5 episodes); the learner's math on ``device``."""
     import envs
-    from maml_rl.config import MamlConfig, TrpoConfig
+    from maml_rl.config import MamlConfig
 
     maml = MamlConfig()
     family = envs.make_family("navigation-2d")
@@ -198,5 +199,7 @@ def outer_step_from_cpu_episodes(device: str) -> tuple[dict[str, float], dict[st
 
     policy = initial_policy().to(device)
     batches = [with_advantages(b.to(device), maml.gamma, maml.gae_lambda) for b in (train, valid)]
-    metrics = MAMLTRPO(policy, maml.fast_lr, False, TrpoConfig()).step(batches[:1], batches[1])
-    return metrics, {name: p.detach().cpu() for name, p in policy.state_dict().items()}
+    learner = MAMLTRPO(policy, maml, MAMLTRPOSettings())
+    adapted_on_device = {name: p.to(device) for name, p in adapted.items()}
+    new, metrics = learner.step(MetaBatch(train=(batches[0],), valid=batches[1], adapted=adapted_on_device))
+    return metrics, {name: p.detach().cpu() for name, p in new.items()}

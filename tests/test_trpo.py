@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from maml_rl.config import TrpoConfig
-from maml_rl.metalearners import MAMLTRPO
+import maml_rl.metalearners.maml_trpo as maml_trpo
 from maml_rl.optim.trpo import (
     conjugate_gradient,
     gauss_newton_vector_product,
@@ -15,7 +14,7 @@ from maml_rl.optim.trpo import (
     line_search,
 )
 from maml_rl.policies import batched_forward, task_params
-from tests.conftest import random_episodes
+from tests.conftest import meta_batch, random_episodes, trpo_learner
 
 
 def test_conjugate_gradient_solves_random_spd_system():
@@ -52,7 +51,7 @@ def test_line_search_backtracks_and_rejects():
 
 def _kl_objective(policy, episodes, old_dist, num_inner_steps):
     """KL(π_old' ‖ π_θ') as a function of the flat parameter vector θ (float64), through adaptation."""
-    learner = MAMLTRPO(policy, fast_lr=0.3, first_order=False, trpo=TrpoConfig())
+    learner = trpo_learner(policy, fast_lr=0.3)
     names = [n for n, _ in policy.named_parameters()]
     shapes = [p.shape for _, p in policy.named_parameters()]
 
@@ -122,58 +121,55 @@ def test_fisher_vector_product_for_categorical_policy(categorical_policy):
     torch.testing.assert_close(gn(vector), hessian @ vector, rtol=1e-7, atol=1e-10)
 
 
-def _valid_kl(learner, policy, old_params, train, valid):
+def _valid_kl(learner, old_params, new_params, train, valid):
     with torch.no_grad():
         old = learner.validation_dist(old_params, train, valid, create_graph=False)
-        new = learner.validation_dist(dict(policy.named_parameters()), train, valid, create_graph=False)
+        new = learner.validation_dist(new_params, train, valid, create_graph=False)
         return float(learner.kl(old, new, valid))
 
 
 @pytest.mark.parametrize("max_kl", [1e-3, 1e-2])
 def test_outer_step_respects_trust_region(gaussian_policy, max_kl):
     train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig(max_kl=max_kl))
-    before = {n: p.detach().clone() for n, p in gaussian_policy.named_parameters()}
-    metrics = learner.step([train], valid)
-    kl = _valid_kl(learner, gaussian_policy, before, [train], valid)
-    if metrics["trpo/step_accepted"]:
-        assert 0 < kl <= max_kl * (1 + 1e-9)
-        assert metrics["trpo/kl_after"] == pytest.approx(kl, rel=1e-9)
-        assert metrics["trpo/surrogate_after"] < metrics["trpo/surrogate_before"]
-    else:
-        for name, p in gaussian_policy.named_parameters():
-            assert torch.equal(p, before[name])
-
-
-def test_rejected_outer_step_restores_parameters(gaussian_policy, monkeypatch):
-    import maml_rl.metalearners.maml_trpo as module
-
-    train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig(ls_max_steps=3))
+    learner = trpo_learner(gaussian_policy, fast_lr=0.2, max_kl=max_kl)
     before = copy.deepcopy(gaussian_policy.state_dict())
-    real_line_search = module.line_search
-    moved = []
+    new, metrics = learner.step(meta_batch(learner, [train], valid))
+    for name, p in gaussian_policy.state_dict().items():  # parameters come back as data; the policy is untouched
+        assert torch.equal(p, before[name])
+    kl = _valid_kl(learner, before, new, [train], valid)
+    assert metrics["trpo/step_accepted"] == 1.0  # a random batch of this size always has a descent step
+    assert 0 < kl <= max_kl * (1 + 1e-9)
+    assert metrics["trpo/kl_after"] == pytest.approx(kl, rel=1e-9)
+    assert metrics["trpo/surrogate_after"] < metrics["trpo/surrogate_before"]
+
+
+def test_rejected_outer_step_returns_the_old_parameters(gaussian_policy, monkeypatch):
+    train, valid = random_episodes(seed=7), random_episodes(seed=8)
+    learner = trpo_learner(gaussian_policy, fast_lr=0.2, ls_max_steps=3)
+    before = copy.deepcopy(gaussian_policy.state_dict())
+    real_line_search = maml_trpo.line_search
+    tried = []
 
     def rejecting(evaluate, old_loss, max_kl, max_steps, backtrack):
-        real_line_search(evaluate, old_loss, max_kl, max_steps, backtrack)  # moves the parameters around
-        moved.append(not all(torch.equal(p, before[n]) for n, p in gaussian_policy.state_dict().items()))
-        return module.LineSearchResult(False, 0.0, max_steps, 1.0, 1.0)
+        tried.append(real_line_search(evaluate, old_loss, max_kl, max_steps, backtrack))
+        return maml_trpo.LineSearchResult(False, 0.0, max_steps, 1.0, 1.0)
 
-    monkeypatch.setattr(module, "line_search", rejecting)
-    metrics = learner.step([train], valid)
-    assert moved == [True] and metrics["trpo/step_accepted"] == 0.0
+    monkeypatch.setattr(maml_trpo, "line_search", rejecting)
+    new, metrics = learner.step(meta_batch(learner, [train], valid))
+    assert len(tried) == 1 and metrics["trpo/step_accepted"] == 0.0
     for name, p in gaussian_policy.state_dict().items():
-        assert torch.equal(p, before[name])
+        assert torch.equal(p, before[name]) and torch.equal(new[name], before[name])
 
 
 def test_zero_gradient_keeps_parameters(gaussian_policy):
     train, valid = random_episodes(seed=7), random_episodes(seed=8)
-    learner = MAMLTRPO(gaussian_policy, fast_lr=0.2, first_order=False, trpo=TrpoConfig())
+    learner = trpo_learner(gaussian_policy, fast_lr=0.2)
     before = copy.deepcopy(gaussian_policy.state_dict())
-    metrics = learner.step([train], valid.replace(advantages=torch.zeros_like(valid.advantages)))
+    zero = valid.replace(advantages=torch.zeros_like(valid.advantages))
+    new, metrics = learner.step(meta_batch(learner, [train], zero))
     assert metrics["trpo/step_accepted"] == 0.0 and metrics["trpo/grad_norm"] == 0.0
-    for name, p in gaussian_policy.state_dict().items():
-        assert torch.equal(p, before[name])
+    for name, p in before.items():
+        assert torch.equal(new[name], p)
 
 
 def test_batched_forward_matches_per_task_calls(gaussian_policy):

@@ -1,10 +1,11 @@
-"""MuJoCo locomotion task families (DESIGN §3): HalfCheetah velocity/direction, Ant velocity/direction/goal.
+"""MuJoCo locomotion task families (docs/architecture.md §3): HalfCheetah velocity/direction, Ant
+velocity/direction/goal.
 
 Importing this package registers the families (``make_family("halfcheetah-vel")``, ...) and their
 single-environment gymnasium ids (``gymnasium.make("HalfCheetahVel-v0", task={"velocity": 1.0})``).
 
 All sub-environments of a vector environment share one MuJoCo model and are stepped together in native
-code on all cores (``BatchedSim``, DESIGN §7); observations, rewards and terminations are numpy arrays
+code on all cores (``BatchedSim``, docs/architecture.md §7); observations, rewards and terminations are numpy arrays
 computed for all of them at once. With the family option ``backend="warp"`` (config
 ``env.options: {backend: warp}``; needs the ``gpu`` extra) ``mujoco_warp`` steps them on the device passed to
 ``make_vector_env`` ("cpu" or "cuda[:N]") and the outputs are torch tensors there (``envs.locomotion.warp_env``).

@@ -1,4 +1,4 @@
-"""Ant velocity, direction and goal families (Finn, Abbeel, Levine 2017, "MAML", §5.3; DESIGN §3).
+"""Ant velocity, direction and goal families (Finn, Abbeel, Levine 2017, "MAML", §5.3; docs/architecture.md §3).
 
 Robot: gymnasium's MuJoCo v5 ``ant.xml`` (timestep 0.01, RK4, frame skip 5, ``dt = 0.05``), 8 actuators with
 ``ctrlrange [-1, 1]``. Observation (27,): ``qpos[2:]`` (13) and ``qvel`` (14), as Ant-v5 without contact

@@ -3,9 +3,10 @@
 A family (``envs.locomotion.half_cheetah``, ``envs.locomotion.ant``) is a robot (model, observation, robot
 reward terms, health) plus a task (distribution and task reward term). ``LocomotionVectorEnv`` runs ``N``
 sub-environments of one family on one ``BatchedSim``; every quantity is an ``[N, ...]`` array and one native
-call steps all of them (DESIGN §7).
+call steps all of them (docs/architecture.md §7).
 
-Conventions (gymnasium MuJoCo v5, DESIGN §3): frame skip 5, ``dt = 5 × timestep`` (0.05 s for both robots);
+Conventions (gymnasium MuJoCo v5, docs/architecture.md §3): frame skip 5, ``dt = 5 × timestep`` (0.05 s for
+both robots);
 actions are clipped to ``[-1, 1]`` and mapped linearly onto the actuators' ``ctrlrange`` (here also
 ``[-1, 1]``, so the control is the action itself); ``v_x = (x_after − x_before) / dt`` with ``x = qpos[0]``,
 the torso's x position (HalfCheetah's ``rootx`` slide joint, Ant's free joint); resets draw

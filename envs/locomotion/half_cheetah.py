@@ -1,4 +1,4 @@
-"""HalfCheetah velocity and direction families (Finn, Abbeel, Levine 2017, "MAML", §5.3; DESIGN §3).
+"""HalfCheetah velocity and direction families (Finn, Abbeel, Levine 2017, "MAML", §5.3; docs/architecture.md §3).
 
 Robot: gymnasium's MuJoCo v5 ``half_cheetah.xml`` (timestep 0.01, frame skip 5, ``dt = 0.05``), 6 actuators
 with ``ctrlrange [-1, 1]``. Observation (17,): ``qpos[1:]`` (8) and ``qvel`` (9), as HalfCheetah-v5; with

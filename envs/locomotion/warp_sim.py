@@ -1,6 +1,6 @@
 """``WarpSim``: N worlds of one MuJoCo model stepped by ``mujoco_warp`` on a warp device (CPU or CUDA GPU).
 
-The counterpart of ``BatchedSim`` for the ``warp`` backend (DESIGN §7): one ``mujoco_warp`` model and one
+The counterpart of ``BatchedSim`` for the ``warp`` backend (docs/architecture.md §7): one ``mujoco_warp`` model and one
 ``Data`` with ``nworld = N``; ``qpos``/``qvel``/``ctrl``/``cfrc_ext`` are zero-copy torch views
 (``wp.to_torch``) of the device arrays, float32, so observations and rewards are computed by torch where the
 physics lives and nothing is copied to the host.
@@ -20,7 +20,7 @@ physics lives and nothing is copied to the host.
   ``mjMAXVAL`` (1e10), or its contact/constraint buffers overflowed; it is reset to the model's defaults.
 * Float32: ``mujoco_warp`` computes in float32, native MuJoCo in float64. From the same state and controls
   ``qpos`` agrees to about 1e-7 after one or two environment steps and then drifts apart chaotically
-  (DESIGN §7), so the two backends agree in distribution, not trajectory by trajectory.
+  (docs/architecture.md §7), so the two backends agree in distribution, not trajectory by trajectory.
 
 Importing this module imports ``warp`` and ``mujoco_warp`` (the ``gpu`` extra) and sets warp's log level to
 warnings, so that kernel loads are not printed on every run.

@@ -1,7 +1,8 @@
-"""MAML-TRPO: the outer step on the shared initialization (Finn, Abbeel, Levine 2017, arXiv 1703.03400; DESIGN §5).
+"""MAML-TRPO and the pretrained baseline: TRPO steps on the shared initialization (docs/architecture.md).
 
-Given the training batches ``D_0 … D_{K-1}`` (sampled with ``θ_0 … θ_{K-1}``) and the validation batch ``D'``
-(sampled with ``θ_K``), one step:
+MAML-TRPO (Finn, Abbeel, Levine 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+arXiv 1703.03400). Given the training batches ``D_0 … D_{K-1}`` (sampled with ``θ_0 … θ_{K-1}``) and the
+validation batch ``D'`` (sampled with ``θ_K``), one step:
 
 1. recomputes the adapted parameters ``θ'_m(θ)`` from the training batches (second order unless
    ``first_order``), and the old adapted policy ``π_old'`` at the current ``θ`` (constants);
@@ -9,23 +10,31 @@ Given the training batches ``D_0 … D_{K-1}`` (sampled with ``θ_0 … θ_{K-1}
 3. ``s = F⁻¹ g`` by conjugate gradient with exact Fisher-vector products (Hessian of the mean KL);
 4. full step ``√(2δ / sᵀFs)·s`` and a backtracking line search accepting lower surrogate with KL ≤ δ.
 
-With ``num_inner_steps = 0`` (no training batches) this is plain multi-task TRPO: the "pretrained" baseline.
+``estimator`` chooses how the inner step is differentiated: ``reinforce`` (MAML), ``dice`` (the DiCE inner loss,
+Foerster et al. 2018, whose second derivatives are unbiased), or ``e-maml`` (REINFORCE inner loss plus E-MAML's
+term for the pre-update sampling distribution, Stadie et al. 2018).
+
+``pretrained`` is the same TRPO step with no inner steps (``K = 0``): multi-task TRPO on the task distribution,
+the MAML paper's "pretrained" baseline.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from maml_rl.adaptation import adapt
-from maml_rl.config import TrpoConfig
+from maml_rl.adaptation import adapt_path
+from maml_rl.collect import MetaBatch
+from maml_rl.config import check_choice, check_range
 from maml_rl.episodes import Episodes, by_task
 from maml_rl.errors import NonFiniteError
-from maml_rl.losses import mean_kl, surrogate_loss
+from maml_rl.losses import emaml_loss, mean_kl, surrogate_loss
+from maml_rl.metalearners.base import MetaLearner, check_finite, register
 from maml_rl.optim.trpo import (
     LineSearchResult,
     conjugate_gradient,
@@ -33,35 +42,97 @@ from maml_rl.optim.trpo import (
     gauss_newton_vector_product,
     line_search,
 )
-from maml_rl.policies import DistParams, Params, Policy, batched_forward, task_params
+from maml_rl.policies import DistParams, Params, batched_forward, task_params
+
+ESTIMATORS = ("reinforce", "dice", "e-maml")
 
 
-def _check_finite(name: str, value: Tensor) -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise NonFiniteError(f"non-finite {name}")
+@dataclass(frozen=True)
+class TRPOSettings:
+    """The outer TRPO step (MAML paper defaults)."""
+
+    max_kl: float = 0.01
+    """Trust-region size ``δ`` on the mean KL between old and new adapted policies."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 1e-5
+    """Damping added to the Fisher-vector product."""
+    ls_max_steps: int = 15
+    """Backtracking line-search steps."""
+    ls_backtrack: float = 0.8
+    """Step-size ratio between line-search steps."""
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.options.max_kl", self.max_kl, low=0.0, low_open=True)
+        check_range("algorithm.options.cg_iters", self.cg_iters, low=1)
+        check_range("algorithm.options.cg_damping", self.cg_damping, low=0.0)
+        check_range("algorithm.options.ls_max_steps", self.ls_max_steps, low=1)
+        check_range("algorithm.options.ls_backtrack", self.ls_backtrack, low=0.0, high=1.0, low_open=True,
+                    high_open=True)
 
 
-class MAMLTRPO:
-    """Meta-learner: adapts per task and takes TRPO steps on the shared policy parameters.
+@dataclass(frozen=True)
+class MAMLTRPOSettings(TRPOSettings):
+    """MAML-TRPO: the TRPO step, plus how the inner step is differentiated."""
 
-    Args:
-        policy: the policy whose parameters are meta-learned (updated in place by :meth:`step`).
-        fast_lr: inner step size ``α``.
-        first_order: use first-order MAML gradients.
-        trpo: outer-step settings.
-    """
+    first_order: bool = False
+    """Drop the second-order terms of the meta-gradient (FOMAML directions, still a TRPO step)."""
+    estimator: str = "reinforce"
+    """reinforce, dice or e-maml."""
 
-    def __init__(self, policy: Policy, fast_lr: float, first_order: bool, trpo: TrpoConfig) -> None:
-        self.policy = policy
-        self.fast_lr = fast_lr
-        self.first_order = first_order
-        self.trpo = trpo
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("algorithm.options.estimator", self.estimator, ESTIMATORS)
+
+
+@dataclass(frozen=True)
+class _Old:
+    """Constants of one step, at the current ``θ``: the adapted policy on ``D'`` and, for E-MAML, what it needs."""
+
+    dist: DistParams
+    log_probs: Tensor
+    train_log_probs: tuple[Tensor, ...] = ()
+    post_returns: Tensor | None = None
+
+
+def standardized_task_returns(valid: Episodes) -> Tensor:
+    """``[M]`` post-update returns per task, standardized over the meta-batch (E-MAML's ``R'``, a constant)."""
+    returns = valid.task_returns().detach()
+    if returns.numel() < 2:
+        return torch.zeros_like(returns)
+    return (returns - returns.mean()) / (returns.std() + 1e-8)
+
+
+@register
+class MAMLTRPO(MetaLearner):
+    """MAML with a TRPO outer step (Finn et al. 2017): the module docstring has the math."""
+
+    name = "maml-trpo"
+    Settings: ClassVar[type] = MAMLTRPOSettings
+
+    @classmethod
+    def inner_estimator(cls, settings: TRPOSettings) -> str:
+        return "dice" if getattr(settings, "estimator", "reinforce") == "dice" else "reinforce"
+
+    @property
+    def first_order(self) -> bool:
+        return bool(getattr(self.settings, "first_order", False))
+
+    @property
+    def emaml(self) -> bool:
+        return getattr(self.settings, "estimator", "reinforce") == "e-maml"
 
     # -------------------------------------------------------------------------------- pieces
 
+    def adapted_path(self, params: Params, train: Sequence[Episodes], num_tasks: int, create_graph: bool
+                     ) -> list[Params]:
+        """``[θ_0 … θ_K]`` per task (``[M, ...]`` each) from the shared ``params`` and the training batches."""
+        return adapt_path(self.policy, task_params(params, num_tasks), train, self.maml.fast_lr,
+                          create_graph=create_graph, loss=self.inner_loss)
+
     def adapted_params(self, params: Params, train: Sequence[Episodes], num_tasks: int, create_graph: bool) -> Params:
-        """``θ'_m`` for every task from the shared ``params`` and the training batches: ``[M, ...]``."""
-        return adapt(self.policy, task_params(params, num_tasks), train, self.fast_lr, create_graph=create_graph)
+        """``θ'_m`` for every task: ``[M, ...]``."""
+        return self.adapted_path(params, train, num_tasks, create_graph)[-1]
 
     def _validation_dist(self, adapted: Params, valid: Episodes) -> DistParams:
         return batched_forward(self.policy, adapted, by_task(valid.observations, valid.num_tasks))
@@ -85,54 +156,96 @@ class MAMLTRPO:
         """Mean over tasks of the masked mean KL(π_old' ‖ π_θ') (a scalar)."""
         return mean_kl(self.policy.kl(old_dist, tuple(dist)), by_task(valid.mask, valid.num_tasks)).mean()
 
+    def _train_log_probs(self, path: Sequence[Params], train: Sequence[Episodes]) -> list[Tensor]:
+        """``[M, T, E]`` log-probabilities of each training batch under the parameters ``θ_k`` of its step."""
+        result = []
+        for params, batch in zip(path, train, strict=False):
+            dist = batched_forward(self.policy, params, by_task(batch.observations, batch.num_tasks))
+            result.append(self.policy.log_prob(dist, by_task(batch.actions, batch.num_tasks)))
+        return result
+
+    def emaml_term(self, path: Sequence[Params], train: Sequence[Episodes], old: _Old) -> Tensor:
+        """E-MAML's term (:func:`maml_rl.losses.emaml_loss`) summed over inner steps, mean over tasks (a scalar)."""
+        assert old.post_returns is not None
+        total = torch.zeros((), dtype=old.log_probs.dtype, device=old.log_probs.device)
+        for log_probs, old_log_probs, batch in zip(self._train_log_probs(path, train), old.train_log_probs, train,
+                                                   strict=True):
+            mask = by_task(batch.mask, batch.num_tasks)
+            total = total + emaml_loss(log_probs, old_log_probs, mask, old.post_returns).mean()
+        return total
+
+    def objective(self, params: Params, batch: MetaBatch, old: _Old, create_graph: bool
+                  ) -> tuple[Tensor, DistParams]:
+        """The outer loss at ``params`` (surrogate, plus E-MAML's term) and the adapted validation distribution."""
+        second_order = create_graph and not self.first_order
+        path = self.adapted_path(params, batch.train, batch.num_tasks, create_graph=second_order)
+        dist = self._validation_dist(path[-1], batch.valid)
+        loss = self.surrogate(dist, batch.valid, old.log_probs)
+        if self.emaml:
+            loss = loss + self.emaml_term(path, batch.train, old)
+        return loss, dist
+
     # -------------------------------------------------------------------------------- the step
 
-    def step(self, train: Sequence[Episodes], valid: Episodes) -> dict[str, float]:
-        """One outer TRPO step; updates the policy in place and returns ``trpo/*`` metrics.
+    def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
+        """One outer TRPO step; returns the new parameters and ``trpo/*`` metrics.
 
         Raises:
-            NonFiniteError: the surrogate, its gradient or the step is not finite (parameters unchanged).
+            NonFiniteError: the surrogate, its gradient or the step is not finite.
         """
-        if valid.advantages is None or any(batch.advantages is None for batch in train):
+        train, valid = batch.train, batch.valid
+        if valid.advantages is None or any(b.advantages is None for b in train):
             raise ValueError("every batch needs advantages (maml_rl.advantages.with_advantages)")
-        settings = self.trpo
-        names, leaves = zip(*self.policy.named_parameters(), strict=True)
+        settings = self.settings
+        names = [name for name, _ in self.policy.named_parameters()]
+        leaves = [p.detach().clone().requires_grad_() for _, p in self.policy.named_parameters()]
         params = dict(zip(names, leaves, strict=True))
         m = valid.num_tasks
 
-        dist = self.validation_dist(params, train, valid, create_graph=True)
+        second_order = not self.first_order
+        path = self.adapted_path(params, train, m, create_graph=second_order)
+        dist = self._validation_dist(path[-1], valid)
         old_dist = tuple(x.detach() for x in dist)  # π_old': the adapted policy at the current θ, held fixed
-        old_log_probs = self.policy.log_prob(old_dist, by_task(valid.actions, m))
-        loss = self.surrogate(dist, valid, old_log_probs)
-        _check_finite("surrogate loss", loss)
+        old = _Old(old_dist, self.policy.log_prob(old_dist, by_task(valid.actions, m)))
+        if self.emaml:
+            train_log_probs = tuple(x.detach() for x in self._train_log_probs(path, train))
+            old = _Old(old.dist, old.log_probs, train_log_probs, standardized_task_returns(valid))
+        loss = self.surrogate(dist, valid, old.log_probs)
+        if self.emaml:
+            loss = loss + self.emaml_term(path, train, old)
+        check_finite("surrogate loss", loss)
         grad = flat_grad(loss, leaves, retain_graph=True)
-        _check_finite("surrogate gradient", grad)
+        check_finite("surrogate gradient", grad)
         old_loss = float(loss.detach())
+        old_vector = torch.cat([leaf.detach().reshape(-1) for leaf in leaves])
         if not bool(grad.any()):  # e.g. all advantages zero: nothing to improve, keep θ
-            return self._metrics(old_loss, None, 0.0, grad)
+            return self._unflatten(names, leaves, old_vector), self._metrics(old_loss, None, 0.0, grad)
         fisher_product = gauss_newton_vector_product(
             dist, leaves, lambda d: self.kl(old_dist, d, valid), damping=settings.cg_damping
         )
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
         shs = cg.x @ fisher_product(cg.x)
-        _check_finite("conjugate-gradient step", cg.x)
-        _check_finite("sᵀFs", shs)
+        check_finite("conjugate-gradient step", cg.x)
+        check_finite("sᵀFs", shs)
         if float(shs) <= 0:
             raise NonFiniteError(f"sᵀFs = {float(shs):.3g} is not positive (Fisher-vector product is not PD)")
         full_step = math.sqrt(2 * settings.max_kl / float(shs)) * cg.x
 
-        old_vector = parameters_to_vector(leaves).detach().clone()
-
         def evaluate(fraction: float) -> tuple[float, float]:
-            vector_to_parameters(old_vector - fraction * full_step, leaves)
-            new_dist = self.validation_dist(params, train, valid, create_graph=False)
-            return float(self.surrogate(new_dist, valid, old_log_probs)), float(self.kl(old_dist, new_dist, valid))
+            candidate = self._unflatten(names, leaves, old_vector - fraction * full_step)
+            new_loss, new_dist = self.objective(candidate, batch, old, create_graph=False)
+            return float(new_loss), float(self.kl(old_dist, new_dist, valid))
 
         with torch.no_grad():
             result = line_search(evaluate, old_loss, settings.max_kl, settings.ls_max_steps, settings.ls_backtrack)
-            if not result.accepted:
-                vector_to_parameters(old_vector, leaves)
-        return self._metrics(old_loss, result, cg.residual_norm, grad)
+        vector = old_vector - result.step_fraction * full_step if result.accepted else old_vector
+        return self._unflatten(names, leaves, vector), self._metrics(old_loss, result, cg.residual_norm, grad)
+
+    @staticmethod
+    def _unflatten(names: Sequence[str], like: Sequence[Tensor], vector: Tensor) -> Params:
+        """Split a flat ``[P]`` vector into ``{name: tensor}`` shaped like ``like``."""
+        pieces = torch.split(vector.detach(), [x.numel() for x in like])
+        return {name: piece.view_as(x).clone() for name, piece, x in zip(names, pieces, like, strict=True)}
 
     @staticmethod
     def _metrics(old_loss: float, result: LineSearchResult | None, cg_residual: float, grad: Tensor
@@ -148,3 +261,13 @@ class MAMLTRPO:
             "trpo/cg_residual": cg_residual,
             "trpo/grad_norm": float(grad.norm()),
         }
+
+
+@register
+class PretrainedTRPO(MAMLTRPO):
+    """Multi-task TRPO without adaptation (``K = 0``): the "pretrained" baseline of the MAML paper (Finn et al.
+    2017, §5.2/§5.3), trained on the task distribution and fine-tuned only at evaluation."""
+
+    name = "pretrained"
+    Settings = TRPOSettings
+    adapts = False

@@ -48,7 +48,7 @@ def gauss_newton_vector_product(
     ``J = ∂ outputs / ∂ inputs`` and ``H = ∇²_y loss_of_outputs(y)`` at the current ``outputs``. Where the
     gradient of ``loss_of_outputs`` vanishes (the KL between the old policy and itself), this equals the exact
     Hessian of ``loss_of_outputs(outputs(inputs))``: the Fisher-vector product TRPO needs, without the
-    third-order terms a Hessian-vector product of the KL would differentiate through (DESIGN §5).
+    third-order terms a Hessian-vector product of the KL would differentiate through (docs/architecture.md §5).
 
     ``J v`` uses the double-vjp identity ``J v = ∂/∂u (Jᵀ u) · v``; ``outputs`` must carry a graph to ``inputs``.
     """

@@ -1,4 +1,4 @@
-"""Collect ``Episodes`` from a task family's vectorized environment (DESIGN §2 step 3, §7).
+"""Collect ``Episodes`` from a task family's vectorized environment (docs/architecture.md §2 step 2, §7).
 
 Every time step makes exactly one policy call for all ``N = M × E`` sub-environments, each task with its own
 (adapted) parameters. Observations from the simulator become float32 tensors on the learner device here and

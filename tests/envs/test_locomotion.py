@@ -39,7 +39,7 @@ def _ant_tail(ctrl_cost: float, contact: float) -> float:
     return -0.005 * ctrl_cost - 0.0005 * contact + 0.05
 
 
-#: family -> reward(task, v_x, xy, ‖a‖², ‖clip(cfrc_ext)‖²), written from DESIGN §3
+#: family -> reward(task, v_x, xy, ‖a‖², ‖clip(cfrc_ext)‖²), written from docs/architecture.md §3
 REFERENCE_REWARDS: dict[str, Callable[..., float]] = {
     "halfcheetah-vel": lambda task, vx, xy, a2, c: -abs(vx - task) - 0.05 * a2,
     "halfcheetah-dir": lambda task, vx, xy, a2, c: task * vx - 0.05 * a2,

@@ -1,7 +1,7 @@
 """The ``warp`` backend of the locomotion families (``mujoco_warp``) against the native backend, on warp's CPU device.
 
 ``mujoco_warp`` computes in float32 and native MuJoCo in float64: from the same state and controls the joint
-positions agree to about 1e-7 for a step or two, then drift apart chaotically (DESIGN §7), and an Ant world
+positions agree to about 1e-7 for a step or two, then drift apart chaotically, and an Ant world
 whose float32 contact solve stops at a different iterate can jump to ~1e-3 in one step. So trajectories are
 compared over two steps (tolerances below), contact states world by world, and longer rollouts by statistics.
 Kernel compilation is slow on the CPU (tens of seconds, cached in ``~/.cache/warp``): every environment is built

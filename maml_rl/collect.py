@@ -1,0 +1,144 @@
+"""One data path for training and evaluation: sample → advantages → adapt K steps → validation sample.
+
+    θ_0 = θ (shared, every task) → for k < K: D_k = sample(θ_k), advantages(D_k), θ_{k+1} = adapt(θ_k, D_k, α_k)
+                                 → D' = sample(θ_K), advantages(D')
+
+The meta-trainer calls :func:`collect` once per meta-iteration (``α_k = maml.fast_lr``, ``K`` = the learner's
+inner steps) and hands the :class:`MetaBatch` to its meta-learner; the evaluation calls it once per row with
+``α, α/2, α/2, …`` and reads the returns of every batch. Sampling runs with one intra-op thread
+(:func:`one_thread`); every phase is timed by a :class:`PhaseTimer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from envs.base import MetaVectorEnv
+from maml_rl.adaptation import InnerLoss, adapt, inner_loss
+from maml_rl.advantages import with_advantages
+from maml_rl.build import Generators
+from maml_rl.config import Config
+from maml_rl.episodes import Episodes
+from maml_rl.errors import NonFiniteError
+from maml_rl.policies import Params, Policy, task_params
+from maml_rl.sampling import sample_episodes
+
+
+@dataclass
+class PhaseTimer:
+    """Wall-clock seconds per named phase, summed over repeated entries.
+
+    >>> timer = PhaseTimer()
+    >>> with timer.phase("sampling"):
+    ...     episodes = sample(...)
+    >>> timer.seconds  # {"sampling": 0.12}
+    """
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run with one intra-op thread, then restore the previous count (small policy calls next to busy environment
+    threads are much slower with OpenMP spinning; docs/architecture.md §7)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class MetaBatch:
+    """What one collection produced, and what a meta-learner receives.
+
+    Attributes:
+        train: ``K`` batches with advantages; batch ``k`` was sampled with ``θ_k`` (``[T, N = M × E, …]`` each).
+        valid: the validation batch with advantages, sampled with ``θ_K``.
+        adapted: ``θ_K``, per-task parameters ``[M, ...]`` (no graph).
+    """
+
+    train: tuple[Episodes, ...]
+    valid: Episodes
+    adapted: Params
+
+    @property
+    def num_tasks(self) -> int:
+        """``M``."""
+        return self.valid.num_tasks
+
+    @property
+    def batches(self) -> tuple[Episodes, ...]:
+        """Every batch in sampling order: ``D_0 … D_{K-1}, D'``."""
+        return (*self.train, self.valid)
+
+
+def check_episodes(episodes: Episodes) -> None:
+    """Raise :class:`NonFiniteError` if the environment returned a non-finite observation or reward."""
+    for name in ("observations", "rewards"):
+        if not bool(torch.isfinite(getattr(episodes, name)).all()):
+            raise NonFiniteError(f"non-finite {name} from the environment")
+
+
+def collect(
+    env: MetaVectorEnv,
+    policy: Policy,
+    shared: Params,
+    config: Config,
+    num_tasks: int,
+    step_sizes: Sequence[float],
+    generators: Generators,
+    loss: InnerLoss = inner_loss,
+    timer: PhaseTimer | None = None,
+) -> MetaBatch:
+    """Sample, compute advantages and adapt for ``K = len(step_sizes)`` steps, then sample validation episodes.
+
+    Args:
+        env: the vectorized environment with its tasks set (sub-environment ``n`` runs task ``n // E``).
+        policy: the policy module (structure only).
+        shared: the shared parameters ``θ`` (not modified).
+        config: the run's config: ``env.action_scale``, ``maml.gamma``, ``maml.gae_lambda``.
+        num_tasks: ``M``.
+        step_sizes: ``α_0 … α_{K-1}``.
+        generators: action noise and the seed of every reset come from here.
+        loss: the inner estimator of the learner that will use the batch.
+        timer: receives the ``sampling`` and ``adaptation`` phases.
+
+    Raises:
+        NonFiniteError: the environment returned a non-finite observation or reward.
+    """
+    timer = timer if timer is not None else PhaseTimer()
+    maml = config.maml
+    params = task_params({name: p.detach() for name, p in shared.items()}, num_tasks)
+    batches = []
+    for k in range(len(step_sizes) + 1):
+        with timer.phase("sampling"), one_thread():
+            episodes = sample(env, policy, params, num_tasks, generators, config.env.action_scale)
+        check_episodes(episodes)
+        with timer.phase("adaptation"):
+            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
+            if k < len(step_sizes):
+                params = adapt(policy, params, [episodes], step_sizes[k], create_graph=False, loss=loss)
+        batches.append(episodes)
+    return MetaBatch(train=tuple(batches[:-1]), valid=batches[-1], adapted=params)
+
+
+def sample(env: MetaVectorEnv, policy: Policy, params: Params, num_tasks: int, generators: Generators,
+           action_scale: float) -> Episodes:
+    """One batch with per-task ``params [M, ...]``; the reset seed is drawn from ``generators.resets``."""
+    return sample_episodes(env, policy, params, num_tasks, generators.actions, seed=generators.next_reset_seed(),
+                           action_scale=action_scale)

@@ -1,0 +1,212 @@
+"""The meta-learner contract and its registry (docs/architecture.md §5).
+
+A meta-learner turns one :class:`~maml_rl.collect.MetaBatch` into new shared parameters. Adding one is one file in
+``maml_rl/metalearners/``::
+
+    @dataclass(frozen=True)
+    class MySettings:                      # algorithm.options, checked like every config key
+        lr: float = 1e-3
+        def __post_init__(self) -> None:
+            check_range("algorithm.options.lr", self.lr, low=0.0, low_open=True)
+
+    @register
+    class MyLearner(MetaLearner):
+        # (a docstring: what it does, and the paper it comes from)
+        name = "my-learner"                # algorithm: {name: my-learner, options: {lr: 0.01}}
+        Settings = MySettings
+
+        def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
+            theta = self.shared_params()   # {name: tensor}, detached
+            ...                            # batch.train[k], batch.valid, batch.adapted
+            return new_theta, {"my/metric": value}
+
+and one import line in ``maml_rl/metalearners/__init__.py``. The trainer then, every meta-iteration:
+
+    batch = collect(env, policy, θ, config, M, [α] * learner.num_inner_steps, generators, learner.inner_loss)
+    new_θ, metrics = learner.step(batch)   # parameters as data; the trainer loads them into the policy
+
+A learner never touches the environment or the random streams, and never writes to the policy's parameters.
+State it keeps between iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the
+checkpoint, as plain data (tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from maml_rl.adaptation import InnerLoss, make_inner_loss
+from maml_rl.collect import MetaBatch
+from maml_rl.config import Config, ConfigError, MamlConfig
+from maml_rl.errors import NonFiniteError
+from maml_rl.policies import Params, Policy
+
+__all__ = ["MetaBatch", "MetaLearner", "NonFiniteError", "learner_class", "learner_names", "make_learner",
+           "register"]
+
+
+class MetaLearner(ABC):
+    """One outer step per meta-iteration: ``(θ, MetaBatch) -> (θ_new, metrics)``.
+
+    Class attributes a learner sets:
+        name: the registry name (``algorithm.name``).
+        Settings: a frozen dataclass of its options (``algorithm.options``); its ``__post_init__`` range-checks
+            them with :func:`maml_rl.config.check_range`.
+        adapts: False for a learner that trains without inner steps (``K = 0``: the batch holds only ``valid``).
+
+    Args:
+        policy: the policy; its structure is used for functional calls and its current parameters are ``θ``.
+        maml: the inner loop's settings (``fast_lr``, ``num_inner_steps``, ``gamma``).
+        settings: an instance of ``Settings``.
+    """
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    adapts: ClassVar[bool] = True
+
+    def __init__(self, policy: Policy, maml: MamlConfig, settings: Any) -> None:
+        self.policy = policy
+        self.maml = maml
+        self.settings = settings
+
+    @property
+    def num_inner_steps(self) -> int:
+        """``K``: inner steps the collection takes before the validation batch."""
+        return self.maml.num_inner_steps if self.adapts else 0
+
+    @classmethod
+    def inner_estimator(cls, settings: Any) -> str:
+        """The inner loss this learner differentiates (``maml_rl.adaptation.ESTIMATORS``); REINFORCE by default."""
+        return "reinforce"
+
+    @property
+    def inner_loss(self) -> InnerLoss:
+        """The inner loss the collection adapts with; it must be the one :meth:`step` differentiates."""
+        return make_inner_loss(self.inner_estimator(self.settings), self.maml.gamma)
+
+    def shared_params(self) -> Params:
+        """``θ``: the policy's current parameters, detached (the same tensors; do not write to them)."""
+        return {name: p.detach() for name, p in self.policy.named_parameters()}
+
+    @abstractmethod
+    def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
+        """One outer step.
+
+        Args:
+            batch: ``train`` (``K`` batches, batch ``k`` sampled with ``θ_k``), ``valid`` (sampled with ``θ_K``),
+                ``adapted`` (``θ_K``, ``[M, ...]``); every batch has advantages.
+
+        Returns:
+            The new shared parameters ``{name: tensor}`` (new tensors, shapes of the policy's parameters) and the
+            learner's metrics ``{"section/name": float}``.
+
+        Raises:
+            NonFiniteError: a loss, gradient or step is not finite.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that must survive a resume, as plain data; empty for a stateless learner."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        if state:
+            raise ValueError(f"{self.name} keeps no state, got {sorted(state)}")
+
+
+_REGISTRY: dict[str, type[MetaLearner]] = {}
+
+
+def register(cls: type[MetaLearner]) -> type[MetaLearner]:
+    """Class decorator: make ``cls`` selectable as ``algorithm: {name: cls.name}``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"meta-learner {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def learner_names() -> list[str]:
+    """Registered meta-learner names."""
+    return list(_REGISTRY)
+
+
+def learner_class(name: str) -> type[MetaLearner]:
+    """The class registered as ``name``; :class:`ConfigError` listing the valid names otherwise."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"algorithm.name: unknown {name!r}; valid: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def settings_of(config: Config) -> Any:
+    """The learner's settings dataclass built from the (validated) ``algorithm.options``."""
+    return learner_class(config.algorithm.name).Settings(**config.algorithm.options)
+
+
+def make_learner(config: Config, policy: Policy) -> MetaLearner:
+    """The meta-learner ``config.algorithm`` names, for ``policy``."""
+    return learner_class(config.algorithm.name)(policy, config.maml, settings_of(config))
+
+
+def inner_loss_of(config: Config) -> InnerLoss:
+    """The inner loss of ``config``'s learner (evaluation adapts with it, as the collection in training did)."""
+    cls = learner_class(config.algorithm.name)
+    return make_inner_loss(cls.inner_estimator(settings_of(config)), config.maml.gamma)
+
+
+def check_finite(name: str, value: Tensor | Iterable[Tensor]) -> None:
+    """Raise :class:`NonFiniteError` naming ``name`` if ``value`` (a tensor or several) has NaN or infinity."""
+    values = [value] if isinstance(value, Tensor) else list(value)
+    if not all(bool(torch.isfinite(v).all()) for v in values):
+        raise NonFiniteError(f"non-finite {name}")
+
+
+def plain(value: Any) -> Any:
+    """Tuples to lists, recursively (a checkpoint holds tensors, numbers, strings, lists and dicts)."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+class AdamOuter:
+    """Adam (Kingma & Ba 2015) over a copy of the shared parameters, for learners that take gradient steps.
+
+    ``sync`` copies ``θ`` from the policy before each step (the trainer may have restored it), the leaves are the
+    parameters the learner differentiates, and the optimizer's moments survive resume through ``state_dict``.
+    """
+
+    def __init__(self, policy: Policy, lr: float) -> None:
+        self.leaves = {name: p.detach().clone().requires_grad_() for name, p in policy.named_parameters()}
+        self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=lr)
+
+    def sync(self, policy: Policy) -> Params:
+        """Set the leaves to the policy's parameters; returns them (``{name: leaf}``)."""
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                self.leaves[name].copy_(p)
+        return self.leaves
+
+    def minimize(self, loss: Tensor) -> float:
+        """One Adam step on ``loss``; returns the gradient norm. Raises :class:`NonFiniteError` before stepping."""
+        check_finite("outer loss", loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.leaves.values()]
+        check_finite("outer gradient", grads)
+        self.optimizer.step()
+        return float(torch.cat([g.reshape(-1) for g in grads]).norm())
+
+    def params(self) -> Params:
+        """The leaves' values as new tensors."""
+        return {name: p.detach().clone() for name, p in self.leaves.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return plain(self.optimizer.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)

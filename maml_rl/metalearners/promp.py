@@ -1,0 +1,107 @@
+"""ProMP: Proximal Meta-Policy Search (Rothfuss, Lee, Clavera, Asfour, Abbeel 2019, ICLR; arXiv 1810.06784).
+
+- Inner estimator: the low-variance curvature (LVC) objective ``Σ_t ⊡(log π(a_t|s_t))·A_t``, whose Hessian
+  keeps the score-outer-product term that REINFORCE's loss drops, without DiCE's variance.
+- Outer objective: PPO's clipped surrogate on the validation batch under the adapted parameters,
+  ``J^CLIP(θ) = mean_m Σ mask·min(r·A, clip(r, 1 − ε, 1 + ε)·A) / Σ mask`` with ``r = π_θ'_m / π_θ'_old,m``,
+  minus ``η·KL(π_θ_old,k ‖ π_θ_k)`` on each inner step's batch (the KL penalty on the inner step, fixed ``η``).
+- ``num_steps`` Adam steps per meta-batch, each re-adapting through the LVC inner step (second order).
+
+ProMP's defaults: 5 steps, clip 0.3, learning rate 1e-3, inner KL penalty 5e-4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from maml_rl.adaptation import adapt_path
+from maml_rl.collect import MetaBatch
+from maml_rl.config import MamlConfig, check_range
+from maml_rl.episodes import by_task
+from maml_rl.losses import clipped_surrogate_loss, mean_kl
+from maml_rl.metalearners.base import AdamOuter, MetaLearner, register
+from maml_rl.policies import Params, Policy, batched_forward, task_params
+
+
+@dataclass(frozen=True)
+class ProMPSettings:
+    """ProMP's outer step (defaults from its paper's experiments)."""
+
+    num_steps: int = 5
+    """PPO (Adam) steps per meta-batch."""
+    clip: float = 0.3
+    """Clipping range ``ε`` of the likelihood ratio."""
+    lr: float = 1e-3
+    """Adam's learning rate."""
+    inner_kl_penalty: float = 5e-4
+    """``η``: weight of the KL between the pre-update policies before and after the step."""
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.options.num_steps", self.num_steps, low=1)
+        check_range("algorithm.options.clip", self.clip, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_range("algorithm.options.lr", self.lr, low=0.0, low_open=True)
+        check_range("algorithm.options.inner_kl_penalty", self.inner_kl_penalty, low=0.0)
+
+
+@register
+class ProMP(MetaLearner):
+    """Proximal Meta-Policy Search (Rothfuss et al. 2019); the module docstring has the math."""
+
+    name = "promp"
+    Settings = ProMPSettings
+
+    def __init__(self, policy: Policy, maml: MamlConfig, settings: ProMPSettings) -> None:
+        super().__init__(policy, maml, settings)
+        self.adam = AdamOuter(policy, settings.lr)
+
+    @classmethod
+    def inner_estimator(cls, settings: ProMPSettings) -> str:
+        return "lvc"
+
+    def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
+        train, valid, m = batch.train, batch.valid, batch.num_tasks
+        if valid.advantages is None:
+            raise ValueError("validation episodes have no advantages (maml_rl.advantages.with_advantages)")
+        settings = self.settings
+        theta = self.adam.sync(self.policy)
+        actions, advantages, mask = (by_task(x, m) for x in (valid.actions, valid.advantages, valid.mask))
+        train_obs = [by_task(b.observations, m) for b in train]
+        with torch.no_grad():
+            old_path = adapt_path(self.policy, task_params(theta, m), train, self.maml.fast_lr, create_graph=False,
+                                  loss=self.inner_loss)
+            old_log_probs = self.policy.log_prob(
+                batched_forward(self.policy, old_path[-1], by_task(valid.observations, m)), actions)
+            old_inner = [batched_forward(self.policy, p, obs) for p, obs in zip(old_path, train_obs, strict=False)]
+        metrics: dict[str, float] = {}
+        for s in range(settings.num_steps):
+            path = adapt_path(self.policy, task_params(theta, m), train, self.maml.fast_lr, create_graph=True,
+                              loss=self.inner_loss)
+            log_probs = self.policy.log_prob(batched_forward(self.policy, path[-1], by_task(valid.observations, m)),
+                                             actions)
+            clip_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, mask, settings.clip).mean()
+            inner_kl = torch.zeros((), dtype=clip_loss.dtype, device=clip_loss.device)
+            for old_dist, params, obs, episodes in zip(old_inner, path, train_obs, train, strict=False):
+                kl = self.policy.kl(old_dist, batched_forward(self.policy, params, obs))
+                inner_kl = inner_kl + mean_kl(kl, by_task(episodes.mask, m)).mean()
+            loss = clip_loss + settings.inner_kl_penalty * inner_kl
+            grad_norm = self.adam.minimize(loss)
+            if s == 0:
+                metrics["outer/loss_first"] = float(loss.detach())
+                metrics["outer/grad_norm"] = grad_norm
+            if s == settings.num_steps - 1:
+                with torch.no_grad():
+                    ratio = (log_probs - old_log_probs).exp()
+                    clipped = ((ratio - 1.0).abs() > settings.clip).to(ratio.dtype)
+                    metrics["outer/loss_last"] = float(loss.detach())
+                    metrics["promp/clip_fraction"] = float((clipped * mask).sum() / mask.sum().clamp(min=1.0))
+                    metrics["promp/inner_kl"] = float(inner_kl.detach())
+        return self.adam.params(), metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adam": self.adam.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adam.load_state_dict(state["adam"])

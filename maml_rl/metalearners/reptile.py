@@ -1,0 +1,47 @@
+"""Reptile / parameter averaging (Nichol, Achiam, Schulman 2018, "On First-Order Meta-Learning Algorithms",
+arXiv 1803.02999): after ``K`` inner steps per task, move the shared parameters towards the adapted ones,
+
+    θ ← θ + β·mean_m(θ'_m − θ)
+
+with ``θ'_m = θ_K[m]`` the parameters the collection adapted (the batch's ``adapted``). ``β = 1`` replaces ``θ`` by
+the plain average of the adapted parameters. No gradient of its own: the validation batch only measures the
+adapted policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from maml_rl.collect import MetaBatch
+from maml_rl.config import check_range
+from maml_rl.metalearners.base import MetaLearner, check_finite, register
+from maml_rl.policies import Params
+
+
+@dataclass(frozen=True)
+class ReptileSettings:
+    """Reptile's outer step."""
+
+    beta: float = 1.0
+    """Outer step size ``β`` (1: the average of the adapted parameters)."""
+
+    def __post_init__(self) -> None:
+        check_range("algorithm.options.beta", self.beta, low=0.0, low_open=True)
+
+
+@register
+class Reptile(MetaLearner):
+    """Reptile (Nichol et al. 2018): ``θ ← θ + β·mean_m(θ'_m − θ)``."""
+
+    name = "reptile"
+    Settings = ReptileSettings
+
+    def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
+        theta = self.shared_params()
+        new = {name: p + self.settings.beta * (batch.adapted[name] - p.unsqueeze(0)).mean(0)
+               for name, p in theta.items()}
+        check_finite("reptile step", new.values())
+        norm = torch.cat([(new[name] - p).reshape(-1) for name, p in theta.items()]).norm()
+        return new, {"reptile/step_norm": float(norm)}
