@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from maml_rl.errors import CheckpointError
-from maml_rl.rundir import TEMP_PREFIX
+from maml_rl.rundir import TEMP_PREFIX, file_mode
 
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
@@ -63,6 +63,7 @@ def save_checkpoint(run_dir: str | Path, iteration: int, state: dict[str, Any]) 
             torch.save(state, tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
+        os.chmod(tmp_name, file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

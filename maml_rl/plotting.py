@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from maml_rl.errors import PlotError
 from maml_rl.logging import METRICS_FILE, read_metrics
+from maml_rl.rundir import file_mode
 
 DEFAULT_METRIC = "returns/post_adapt_mean"
 
@@ -118,6 +119,7 @@ def save_png(figure: Figure, path: str | Path) -> Path:
     try:
         with os.fdopen(handle, "wb") as tmp:
             FigureCanvasAgg(figure).print_png(tmp)
+        os.chmod(tmp_name, file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -137,6 +137,14 @@ def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
     return removed
 
 
+def file_mode() -> int:
+    """The mode a plainly created file gets (``0o666`` less the umask): temporary files start private (0600)
+    and are given this mode before they are renamed into place."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it over ``path``.
 
@@ -150,6 +158,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             tmp.write(text)
             tmp.flush()
             os.fsync(tmp.fileno())
+        os.chmod(tmp_name, file_mode())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -255,3 +255,15 @@ def test_outputs_on_a_read_only_mount_are_refused_before_any_work(read_only_dir,
         code = main(args)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and "cannot write in" in err[0], (args, err)
+
+
+def test_atomically_written_files_get_the_usual_permissions(two_iterations, tmp_path, capsys):
+    run = copy_of(two_iterations, tmp_path)
+    code, err = train(capsys, "--resume", run, "--allow-config-change", "--set", "maml.fast_lr=0.3",
+                      "--set", "train.num_iterations=3", "--set", "train.checkpoint_every=1")
+    assert code == 0, err
+    mask = os.umask(0)
+    os.umask(mask)
+    expected = 0o666 & ~mask  # what open(path, "w") would give; mkstemp alone would leave 0600
+    for path in (run / "metrics.csv", run / "config.yaml", run / "checkpoints" / "iter_000003.pt"):
+        assert path.stat().st_mode & 0o777 == expected, path
