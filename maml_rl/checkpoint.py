@@ -1,4 +1,4 @@
-"""Atomic checkpoints: ``checkpoints/iter_NNNNNN.pt`` in a run directory (DESIGN §8, STYLE example 9).
+"""Atomic checkpoints: ``checkpoints/iter_NNNNNN.pt`` in a run directory (docs/architecture.md §8).
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk and renamed over its final
 name, so a crash mid-write never leaves a truncated checkpoint under a final name. A checkpoint holds only plain
