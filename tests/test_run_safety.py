@@ -267,3 +267,39 @@ def test_atomically_written_files_get_the_usual_permissions(two_iterations, tmp_
     expected = 0o666 & ~mask  # what open(path, "w") would give; mkstemp alone would leave 0600
     for path in (run / "metrics.csv", run / "config.yaml", run / "checkpoints" / "iter_000003.pt"):
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def deterministic_rows(run):
+    return [{k: v for k, v in row.items() if not k.startswith(("time/", "env/steps_per_second"))}
+            for row in read_metrics(run / "metrics.csv")]
+
+
+def test_kill_9_at_any_point_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    """SIGKILL (no handler runs) twice mid-run, each followed by --resume: the same metrics as one clean run."""
+    import signal
+    import time
+
+    args = ["navigation-2d/paper", *TINY, "--set", "train.num_iterations=12", "--set", "train.checkpoint_every=2",
+            "--set", "env.horizon=20"]
+    reference = tmp_path / "reference"
+    assert main(["train", *args, "--output", str(reference), "--no-progress"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "maml_rl.cli", "train", *args, "--output", str(run), "--no-progress"]
+    for kill_after_rows in (3, 8):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            csv_path = run / "metrics.csv"
+            rows = len(csv_path.read_text().splitlines()) - 1 if csv_path.exists() else 0
+            if rows >= kill_after_rows:
+                break
+            time.sleep(0.01)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        command = [sys.executable, "-m", "maml_rl.cli", "train", "--resume", str(run), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert deterministic_rows(run) == deterministic_rows(reference)
+    assert not list(run.rglob(".tmp_*"))
