@@ -8,6 +8,12 @@ residual at rounding level) and near-zero values (the surrogate at the old param
 absolute floor of 1e-3.
 """
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
@@ -100,3 +106,42 @@ def test_one_process_reducer_is_the_plain_mean():
     assert torch.equal(reducer.task_mean(values), values.mean())
     assert reducer.sum(values) is values and reducer.sum_floats(1.0, 2.0) == [1.0, 2.0]
     assert Reducer(6, 2, 1).task_mean(values) == pytest.approx(7.0 / 6.0)
+
+
+def _pid_of_rank(rank, parent_env_marker):
+    """The pid of the worker process with ``RANK=rank`` started for this test (found by its environment)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")  # noqa: SIM115
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and parent_env_marker in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
+    run = tmp_path / "run"
+    marker = f"MAML_RL_TEST_MARKER={tmp_path.name}"
+    command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
+               "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1", "--nproc", "2",
+               "--collective-timeout", "30"]
+    key, value = marker.split("=")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, key: value})
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "checkpoints" / "iter_000002.pt").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        pid = _pid_of_rank(1, marker.encode())
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)  # ends, not hangs
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "rank      : 1 (local_rank: 1)" in err.split("Root Cause")[1]
+    _, state = load_checkpoint(run)  # the last good checkpoint stays usable
+    assert state["iteration"] >= 2
