@@ -145,11 +145,18 @@ def _launch(args: argparse.Namespace, nproc: int, run_dir: Path | None) -> int:
                "-m", "maml_rl.cli", *rest]
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, env=environment)
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:  # the workers got it too: let rank 0 checkpoint, then report their status
-            continue
+    import signal
+
+    # SIGTERM to this process reaches the launcher, which passes it to the workers (rank 0 checkpoints)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:  # the workers got it too: let rank 0 checkpoint, then report their status
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train_here(args: argparse.Namespace, config, run_dir: Path, world) -> int:  # type: ignore[no-untyped-def]
