@@ -1,7 +1,8 @@
 """``maml-rl`` command line: ``train``, ``evaluate`` and ``plot``.
 
-    maml-rl train [CONFIG] [--output RUN_DIR] [--seed S] [--set KEY=VALUE …]
-    maml-rl train --resume RUN_DIR [--allow-config-change]
+    maml-rl train [CONFIG] [--output RUN_DIR] [--seed S] [--set KEY=VALUE …] [--nproc R]
+    maml-rl train --resume RUN_DIR [--allow-config-change] [--nproc R]
+    torchrun --nnodes … --nproc-per-node … -m maml_rl.cli train CONFIG --output RUN_DIR   (multi-node)
     maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--seed 0]
                      [--compare RUN_DIR …] [--random] [--output DIR]
     maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
@@ -65,6 +66,16 @@ def _train(args: argparse.Namespace) -> int:
     # The config is read and validated before torch is imported: a bad key fails in a fraction of a second.
     from maml_rl.rundir import CONFIG_FILE, check_writable
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UsageError(f"--nproc: expected a number of processes >= 1, got {args.nproc}")
+        if world_size > 1 and args.nproc != 1:
+            raise UsageError("--nproc inside a torchrun job: the launcher already started the processes; drop "
+                             "--nproc")
+    if args.collective_timeout <= 0:
+        raise UsageError(f"--collective-timeout: expected seconds > 0, got {args.collective_timeout}")
+
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
@@ -89,17 +100,83 @@ def _train(args: argparse.Namespace) -> int:
         config = from_dict(apply_overrides(load_yaml(config_path), overrides))
         run_dir = Path(args.output) if args.output else _default_output(config_path, config.train.seed)
         check_writable(run_dir, "--output")
+    from maml_rl.distributed import World, check_shardable
+
+    nproc = args.nproc if args.nproc is not None else world_size
+    check_shardable(config.maml.meta_batch_size, nproc)
+    if nproc > 1:
+        from maml_rl.metalearners.base import learner_class
+
+        if not learner_class(config.algorithm.name).supports_reducer:
+            raise UsageError(f"algorithm.name: {config.algorithm.name} does not support data-parallel training yet; "
+                             "run it in one process")
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, nproc, run_dir if args.resume is None else None)
+    world = World.from_env()
+    from maml_rl.build import resolve_device
+
+    world.init(world.device(resolve_device(config.train.device)), args.collective_timeout)
+    try:
+        if args.resume is None and args.output is None:
+            run_dir = Path(world.broadcast_text(str(run_dir)))  # rank 0's time stamp names the run
+        return _train_here(args, config, run_dir, world)
+    finally:
+        world.close()
+
+
+def _launch(args: argparse.Namespace, nproc: int, run_dir: Path | None) -> int:
+    """``maml-rl train … --nproc R``: the same command in ``R`` local processes through ``torch.distributed.run``
+    (standalone rendezvous); returns the launcher's exit status."""
+    import subprocess
+
+    argv = list(args.argv)
+    rest: list[str] = []
+    skip = False
+    for arg in argv:  # the same command without --nproc, with the run directory fixed by this process
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    if run_dir is not None and args.output is None:
+        rest += ["--output", str(run_dir)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "maml_rl.cli", *rest]
+    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    process = subprocess.Popen(command, env=environment)
+    import signal
+
+    # SIGTERM to this process reaches the launcher, which passes it to the workers (rank 0 checkpoints)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signal.SIGTERM))
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:  # the workers got it too: let rank 0 checkpoint, then report their status
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_here(args: argparse.Namespace, config, run_dir: Path, world) -> int:  # type: ignore[no-untyped-def]
+    """Train in this process (one rank of ``world``)."""
     from maml_rl.checkpoint import list_checkpoints
     from maml_rl.trainer import Trainer
 
-    trainer = Trainer(config, run_dir, resume=args.resume is not None)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    if trainer.iteration >= config.train.num_iterations:
+    trainer = Trainer(config, run_dir, resume=args.resume is not None, world=world)
+    say = world.is_main
+    if say:
+        print(f"run directory: {run_dir}" + (f" ({world.size} processes)" if world.distributed else ""),
+              file=sys.stderr)
+    if trainer.iteration >= config.train.num_iterations and say:
         print(f"the run has completed its {config.train.num_iterations} iterations; to continue, resume with "
               "--set train.num_iterations=N", file=sys.stderr)
     try:
         trainer.train(progress=not args.no_progress)
     except KeyboardInterrupt:
+        if not say:
+            return 130
         last = max(list_checkpoints(run_dir), default=None)
         if last is None:
             print("interrupted before the first iteration completed; nothing to resume", file=sys.stderr)
@@ -211,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-config-change", action="store_true",
                        help="with --resume: continue even if the config differs from the checkpoint's")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--nproc", type=int, metavar="R",
+                       help="data-parallel training in R local processes (torch.distributed.run); R must divide "
+                            "maml.meta_batch_size. Under your own torchrun, leave it out")
+    train.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="data-parallel: a rank that waits this long for the others stops the job "
+                            "(default: 300)")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -249,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     threading.excepthook = _quiet_io_errors_in_threads
     try:
         return args.handler(args)

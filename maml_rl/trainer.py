@@ -5,6 +5,12 @@
           -> meta-learner step (new θ as data) -> load into the policy -> log, checkpoint
 
 The trainer knows no meta-learner by name: ``make_learner`` builds the one ``algorithm.name`` selects.
+
+Data-parallel (:mod:`maml_rl.distributed`, ``R`` ranks): every rank samples all ``M`` tasks from the shared task
+stream and keeps its contiguous shard; its environment holds the shard's ``N / R`` sub-environments
+(``set_rows``), so reset, environment and action noise are those of one process stepping all ``N``. Collection,
+advantages and adaptation run on the shard; the meta-learner reduces across ranks; metrics are reduced over all
+episodes; the parameters' checksum is compared every iteration. Rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from maml_rl.checkpoint import (
 )
 from maml_rl.collect import MetaBatch, PhaseTimer, collect
 from maml_rl.config import Config, resolved, save_config
+from maml_rl.distributed import DistributedError, World
 from maml_rl.episodes import Episodes
 from maml_rl.errors import NonFiniteError, TrainingError
 from maml_rl.logging import METRICS_FILE, MetricsLogger
@@ -50,15 +57,52 @@ def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
     return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": std}
 
 
-def returns_metrics(batch: MetaBatch) -> dict[str, float]:
-    """``returns/pre_adapt_*``, ``returns/inner_step{k}_*`` (``K > 1``) and ``returns/post_adapt_*`` of a batch."""
-    metrics: dict[str, float] = {}
-    for k, episodes in enumerate(batch.train):
-        metrics.update(_returns_stats("pre_adapt" if k == 0 else f"inner_step{k}", episodes))
-    metrics.update(_returns_stats("post_adapt", batch.valid))
+def _sharded_returns_stats(prefix: str, count: float, total: float, squares: float) -> dict[str, float]:
+    """Mean and sample std from the count, sum and sum of squares of every rank's episode returns (float64)."""
+    mean = total / count
+    variance = max(squares - count * mean * mean, 0.0) / (count - 1) if count > 1 else 0.0
+    return {f"returns/{prefix}_mean": mean, f"returns/{prefix}_std": variance ** 0.5}
+
+
+def returns_metrics(batch: MetaBatch, world: World | None = None) -> dict[str, float]:
+    """``returns/pre_adapt_*``, ``returns/inner_step{k}_*`` (``K > 1``) and ``returns/post_adapt_*`` of a batch.
+
+    With a distributed ``world`` the batch is this rank's shard and the statistics are over every rank's
+    episodes (counts, sums and sums of squares in float64, one all-reduce).
+    """
+    named = [("pre_adapt" if k == 0 else f"inner_step{k}", episodes) for k, episodes in enumerate(batch.train)]
+    named.append(("post_adapt", batch.valid))
     if not batch.train:  # no adaptation (pretrained): the validation batch is the only batch
-        metrics.update(_returns_stats("pre_adapt", batch.valid))
+        named.append(("pre_adapt", batch.valid))
+    metrics: dict[str, float] = {}
+    if world is None or not world.distributed:
+        for prefix, episodes in named:
+            metrics.update(_returns_stats(prefix, episodes))
+        return metrics
+    shares = []
+    for _, episodes in named:
+        returns = episodes.episode_returns().detach().to(torch.float64)
+        shares += [float(returns.numel()), float(returns.sum()), float((returns * returns).sum())]
+    sums = world.reducer(1).sum_floats(*shares)
+    for i, (prefix, _) in enumerate(named):
+        metrics.update(_sharded_returns_stats(prefix, *sums[3 * i:3 * i + 3]))
     return metrics
+
+
+class _NoLogger:
+    """What ranks other than 0 log to: nothing (rank 0 alone writes the run directory)."""
+
+    def log(self, iteration: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_text(self, tag: str, text: str) -> None:
+        pass
+
+    def log_hparams(self, hparams: dict[str, Any], metric_tags: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def load_parameters(policy: Policy, params: Params) -> None:
@@ -96,38 +140,49 @@ class Trainer:
         config: the validated experiment config.
         run_dir: the run directory (created; must not hold another run unless ``resume``).
         resume: continue from the latest checkpoint in ``run_dir``.
+        world: this process's place in a data-parallel job (:meth:`World.from_env`, its process group joined);
+            None: one process.
     """
 
-    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, world: World | None = None
+                 ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(config.train.device)
+        self.world = world if world is not None else World()
+        self.device = self.world.device(resolve_device(config.train.device))
         self.family = build_family(config)
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
+        self.shard = self.world.shard(self.num_tasks)  # all tasks in one process
         horizon = horizon_of(config, self.family)
         # Before anything big is allocated or anything is written: does the run fit in memory?
         obs_dim, action_size, discrete = policy_dims(self.family)
         estimate = resources.estimate_training_memory(config, obs_dim, action_size, discrete, horizon)
         resources.check_memory(estimate, resources.available_memory(self.device), self.device)
         self.learner_threads, warning = resources.cap_threads(config.train.num_threads)
-        if warning:
+        if self.world.distributed:
+            self._share_cores(config)
+        if warning and self.world.is_main:
             print(f"maml-rl: warning: {warning}", file=sys.stderr)
-        if not resume and (list_checkpoints(self.run_dir) or (self.run_dir / METRICS_FILE).exists()):
+        taken = not resume and (list_checkpoints(self.run_dir) or (self.run_dir / METRICS_FILE).exists())
+        if self.world.any_failed(bool(taken)):  # every rank looks before rank 0 writes anything
             raise RunDirError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} or "
                               "choose another --output")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock(self.run_dir)
-        self._lock.acquire()  # one process per run; released by close() or when the process ends
+        if self.world.is_main:
+            self._lock.acquire()  # one job per run; released by close() or when the process ends
         try:
-            remove_stale_temp_files(self.run_dir)  # left by a process killed mid-write; we hold the lock
+            if self.world.is_main:
+                remove_stale_temp_files(self.run_dir)  # left by a process killed mid-write; we hold the lock
             torch.set_num_threads(self.learner_threads)
             self.generators = Generators.from_seed(config.train.seed, self.device)
             self.policy = build_policy(config, self.family, self.generators.init_generator()).to(self.device)
             self.env = self.family.make_vector_env(
-                self.num_tasks * self.per_task, max_episode_steps=horizon, device=self.family.env_device(self.device)
+                self.shard.size * self.per_task, max_episode_steps=horizon, device=self.family.env_device(self.device)
             )
-            self.metalearner = make_learner(config, self.policy)
+            self.env.set_rows(*self.shard.rows(self.per_task))
+            self.metalearner = make_learner(config, self.policy, self.world.reducer(self.num_tasks))
             self.iteration = 0
             # config.yaml is (re)written only once the run has started cleanly: after the first new iteration
             # when resuming with a changed config, at once for a new run.
@@ -135,9 +190,11 @@ class Trainer:
             restarted = False
             if resume:
                 restarted = not self._restore()
-            else:
+            elif self.world.is_main:
                 save_config(config, self.run_dir / CONFIG_FILE)
-            self.logger = MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None)
+            self.logger: MetricsLogger | _NoLogger = (
+                MetricsLogger(self.run_dir, resume_after=self.iteration if resume else None) if self.world.is_main
+                else _NoLogger())
             if not resume or restarted:
                 self.logger.log_text("config", "```\n" + yaml.safe_dump(config.to_dict(), sort_keys=False) + "```")
                 self.logger.log_hparams(config.to_dict(), HPARAM_METRICS)
@@ -147,7 +204,23 @@ class Trainer:
 
     def close(self) -> None:
         """Release the run directory (its lock); the trainer cannot train after this."""
-        self._lock.release()
+        if self.world.is_main:
+            self._lock.release()
+
+    def _share_cores(self, config: Config) -> None:
+        """Data-parallel on one machine: 1 torch intra-op thread per rank unless ``train.num_threads`` says
+        otherwise, and the usable cores split between the local ranks' simulator threads (locomotion
+        ``num_threads``), never more than the cores in all."""
+        local = max(self.world.local_size, 1)
+        per_rank = max(resources.usable_cores() // local, 1)
+        self.learner_threads = min(self.learner_threads, per_rank)
+        if hasattr(self.family, "num_threads"):
+            asked = config.env.options.get("num_threads")
+            threads = per_rank if asked is None else min(int(asked), per_rank)
+            if asked is not None and threads < int(asked) and self.world.is_main:
+                print(f"maml-rl: warning: env.options.num_threads={asked} with {local} processes on "
+                      f"{resources.usable_cores()} cores; using {threads} per process", file=sys.stderr)
+            self.family.num_threads = threads
 
     # ------------------------------------------------------------------------------ state
 
@@ -191,8 +264,10 @@ class Trainer:
         return True
 
     def save(self, state: dict[str, Any] | None = None) -> Path:
-        """Checkpoint ``state`` (default: the current state) under its iteration."""
+        """Checkpoint ``state`` (default: the current state) under its iteration (rank 0 only writes)."""
         state = self.state_dict() if state is None else state
+        if not self.world.is_main:
+            return checkpoint_path(self.run_dir, state["iteration"])
         return save_checkpoint(self.run_dir, state["iteration"], state)
 
     # ------------------------------------------------------------------------------ one meta-iteration
@@ -200,30 +275,42 @@ class Trainer:
     def meta_iteration(self) -> dict[str, float]:
         """Sample tasks, collect (adapt, validation episodes), take the meta-learner's step; returns the metrics."""
         timer = PhaseTimer()
+        world, shard = self.world, self.shard
         with timer.phase("iteration"):
-            tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)
-            self.env.set_tasks(envs.repeat_tasks(tasks, self.per_task))
+            tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)  # all M tasks, on every rank
+            own = {key: value[shard.start:shard.stop] for key, value in tasks.items()}
+            self.env.set_tasks(envs.repeat_tasks(own, self.per_task))
             learner = self.metalearner
-            batch = collect(
-                self.env, self.policy, learner.shared_params(), self.config, self.num_tasks,
-                [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
-            )
+            error: NonFiniteError | None = None
+            try:
+                batch = collect(
+                    self.env, self.policy, learner.shared_params(), self.config, shard.size,
+                    [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
+                )
+            except NonFiniteError as caught:
+                error = caught
+            if world.any_failed(error is not None):  # every rank stops, not only the one that saw it
+                raise error if error is not None else NonFiniteError("another rank's sampling or adaptation failed "
+                                                                     "(non-finite values; its message says which)")
             with timer.phase("outer"):
                 new_params, learner_metrics = learner.step(batch)
             check_parameters(self.policy, new_params)  # before anything changes: nothing non-finite is loaded
             load_parameters(self.policy, new_params)
+            world.check_same_parameters(self.policy.parameters())
         log_std = getattr(self.policy, "log_std", None)
 
-        env_steps = sum(episodes.num_steps for episodes in batch.batches)
+        counts = [sum(episodes.num_steps for episodes in batch.batches),
+                  sum(episodes.num_unstable for episodes in batch.batches)]
+        env_steps, unstable = world.reducer(1).sum_floats(*counts) if world.distributed else counts
         seconds = timer.seconds
-        metrics = {**returns_metrics(batch), **learner_metrics}
+        metrics = {**returns_metrics(batch, world), **learner_metrics}
         if log_std is not None:  # Gaussian policies only: no NaN column for categorical ones
             metrics["policy/std"] = float(log_std.detach().exp().mean())
         return {
             **metrics,
             "env/steps": float(env_steps),
             "env/steps_per_second": env_steps / max(seconds["sampling"], 1e-9),
-            "env/unstable": float(sum(episodes.num_unstable for episodes in batch.batches)),
+            "env/unstable": float(unstable),
             **{f"time/{phase}": seconds[phase] for phase in ("sampling", "adaptation", "outer", "iteration")},
         }
 
@@ -239,7 +326,8 @@ class Trainer:
         """
         total = self.config.train.num_iterations
         history = []
-        bar = tqdm(total=total, initial=self.iteration, disable=not progress, desc="meta-train", unit="it")
+        bar = tqdm(total=total, initial=self.iteration, disable=not (progress and self.world.is_main),
+                   desc="meta-train", unit="it")
         completed = copy.deepcopy(self.state_dict())  # the state after the last completed iteration
         try:
             with _interrupt_as_exception():
@@ -253,10 +341,13 @@ class Trainer:
                     except OSError as error:
                         raise TrainingError(f"at iteration {self.iteration + 1}: cannot write in {self.run_dir} "
                                             f"({error.strerror or error}); {self._last_checkpoint()}") from error
+                    except DistributedError as error:
+                        raise DistributedError(f"at iteration {self.iteration + 1}: {error}; "
+                                               f"{self._save_completed(completed)}") from error
                     self.iteration += 1
                     history.append(metrics)
                     try:
-                        if self._config_to_write:
+                        if self._config_to_write and self.world.is_main:
                             save_config(self.config, self.run_dir / CONFIG_FILE)
                             self._config_to_write = False
                         if self.iteration % self.config.train.checkpoint_every == 0 or self.iteration == total:
@@ -274,7 +365,8 @@ class Trainer:
         except KeyboardInterrupt:
             # An interrupted iteration may have moved the generators or half-applied a line-search step:
             # checkpoint the state after the last completed iteration, so a resume repeats that iteration exactly.
-            if completed["iteration"] > 0 and completed["iteration"] not in list_checkpoints(self.run_dir):
+            if (self.world.is_main and completed["iteration"] > 0
+                    and completed["iteration"] not in list_checkpoints(self.run_dir)):
                 self.save(completed)
             raise
         finally:
@@ -292,7 +384,7 @@ class Trainer:
     def _save_completed(self, completed: dict[str, Any]) -> str:
         """Checkpoint the last completed iteration if it is not yet; returns a phrase saying where it is."""
         iteration = completed["iteration"]
-        if iteration > 0 and iteration not in list_checkpoints(self.run_dir):
+        if self.world.is_main and iteration > 0 and iteration not in list_checkpoints(self.run_dir):
             try:
                 self.save(completed)
             except OSError:

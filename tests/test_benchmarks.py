@@ -136,3 +136,12 @@ def test_gpu_kit_refuses_to_run_without_its_packages(tmp_path, args, message):
         env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")},
     )
     assert result.returncode == 2 and message in result.stderr + result.stdout, result.stderr
+
+
+def test_data_parallel_prints_both_process_counts():
+    out = run_script(
+        "data_parallel.py", "navigation-2d/paper", "--iterations", "2", "--rounds", "1",
+        "--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=5",
+        "--set", "policy.hidden_sizes=[8]",
+    )
+    assert "1 process" in out and "2 processes" in out and "speed-up" in out, out

@@ -26,6 +26,13 @@ and one import line in ``maml_rl/metalearners/__init__.py``. The trainer then, e
     new_θ, metrics = learner.step(batch)   # parameters as data; the trainer loads them into the policy
 
 A learner never touches the environment or the random streams, and never writes to the policy's parameters.
+
+Data-parallel training (:mod:`maml_rl.distributed`) gives each rank a shard of the meta-batch and the learner a
+:class:`~maml_rl.distributed.Reducer` (``self.reducer``; the identity in one process). A learner that sets
+``supports_reducer = True`` takes every mean over tasks with ``self.reducer.task_mean`` and all-reduces what it
+needs whole (``self.reducer.sum``: losses, gradients, Fisher-vector products, line-search values) before deciding
+anything with it, so every rank takes the same step; the trainer refuses more than one process for a learner
+that does not.
 State it keeps between iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the
 checkpoint, as plain data (tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
 """
@@ -42,6 +49,7 @@ from torch import Tensor
 from maml_rl.adaptation import InnerLoss, make_inner_loss
 from maml_rl.collect import MetaBatch
 from maml_rl.config import Config, ConfigError, MamlConfig
+from maml_rl.distributed import LOCAL, Reducer
 from maml_rl.errors import NonFiniteError
 from maml_rl.policies import Params, Policy
 
@@ -57,6 +65,11 @@ class MetaLearner(ABC):
         Settings: a frozen dataclass of its options (``algorithm.options``); its ``__post_init__`` range-checks
             them with :func:`maml_rl.config.check_range`.
         adapts: False for a learner that trains without inner steps (``K = 0``: the batch holds only ``valid``).
+        supports_reducer: True for a learner whose step is correct on a shard of the meta-batch with a
+            distributed :attr:`reducer` (data-parallel training); False refuses more than one process.
+
+    Attributes:
+        reducer: reduces per-task sums across ranks (:mod:`maml_rl.distributed`); the identity in one process.
 
     Args:
         policy: the policy; its structure is used for functional calls and its current parameters are ``θ``.
@@ -67,6 +80,8 @@ class MetaLearner(ABC):
     name: ClassVar[str]
     Settings: ClassVar[type]
     adapts: ClassVar[bool] = True
+    supports_reducer: ClassVar[bool] = False
+    reducer: Reducer = LOCAL
 
     def __init__(self, policy: Policy, maml: MamlConfig, settings: Any) -> None:
         self.policy = policy
@@ -146,9 +161,21 @@ def settings_of(config: Config) -> Any:
     return learner_class(config.algorithm.name).Settings(**config.algorithm.options)
 
 
-def make_learner(config: Config, policy: Policy) -> MetaLearner:
-    """The meta-learner ``config.algorithm`` names, for ``policy``."""
-    return learner_class(config.algorithm.name)(policy, config.maml, settings_of(config))
+def make_learner(config: Config, policy: Policy, reducer: Reducer = LOCAL) -> MetaLearner:
+    """The meta-learner ``config.algorithm`` names, for ``policy``, reducing across ranks with ``reducer``.
+
+    Raises:
+        ConfigError: ``reducer`` is distributed and the learner does not support it.
+    """
+    cls = learner_class(config.algorithm.name)
+    if reducer.distributed and not cls.supports_reducer:
+        raise ConfigError(f"algorithm.name: {cls.name} does not support data-parallel training yet; run it in one "
+                          "process (--nproc 1)")
+    learner = cls(policy, config.maml, settings_of(config))
+    learner.reducer = reducer
+    if isinstance(getattr(learner, "adam", None), AdamOuter):
+        learner.adam.reducer = reducer  # type: ignore[attr-defined]
+    return learner
 
 
 def inner_loss_of(config: Config) -> InnerLoss:
@@ -178,11 +205,19 @@ class AdamOuter:
 
     ``sync`` copies ``θ`` from the policy before each step (the trainer may have restored it), the leaves are the
     parameters the learner differentiates, and the optimizer's moments survive resume through ``state_dict``.
+    With a distributed ``reducer`` the loss is this rank's share and :meth:`minimize` all-reduces it with the
+    gradient (one collective) before any check or step, so every rank takes the same Adam step.
+
+    Attributes:
+        reducer: sums the loss and gradient over ranks (the identity in one process).
+        last_loss: the (reduced) loss of the last :meth:`minimize`.
     """
 
-    def __init__(self, policy: Policy, lr: float) -> None:
+    def __init__(self, policy: Policy, lr: float, reducer: Reducer = LOCAL) -> None:
         self.leaves = {name: p.detach().clone().requires_grad_() for name, p in policy.named_parameters()}
         self.optimizer = torch.optim.Adam(list(self.leaves.values()), lr=lr)
+        self.reducer = reducer
+        self.last_loss = float("nan")
 
     def sync(self, policy: Policy) -> Params:
         """Set the leaves to the policy's parameters; returns them (``{name: leaf}``)."""
@@ -193,10 +228,19 @@ class AdamOuter:
 
     def minimize(self, loss: Tensor) -> float:
         """One Adam step on ``loss``; returns the gradient norm. Raises :class:`NonFiniteError` before stepping."""
-        check_finite("outer loss", loss)
+        if not self.reducer.distributed:
+            check_finite("outer loss", loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.leaves.values()]
+        if self.reducer.distributed:  # loss and gradient summed over ranks in one collective, then checked
+            *grads, total = self.reducer.sum_grads([*grads, loss.detach().reshape(1)])
+            check_finite("outer loss", total)
+            for p, g in zip(self.leaves.values(), grads, strict=True):
+                p.grad = g
+            self.last_loss = float(total)
+        else:
+            self.last_loss = float(loss.detach())
         check_finite("outer gradient", grads)
         self.optimizer.step()
         return float(torch.cat([g.reshape(-1) for g in grads]).norm())

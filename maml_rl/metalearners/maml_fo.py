@@ -6,6 +6,9 @@ terms): its gradient at ``θ_old`` is ``mean_m ∇_{θ'} L(θ'_m)``. Adam takes 
 (the importance ratio keeps later steps on the same batch consistent). ``estimator: dice`` adapts with the DiCE
 inner loss; ``estimator: e-maml`` adds E-MAML's term for the pre-update sampling distribution (Stadie et al.
 2018), the part of the meta-gradient that first-order MAML otherwise drops.
+
+Data-parallel: the loss is this rank's share of the mean over tasks; :class:`~maml_rl.metalearners.base.AdamOuter`
+sums it and its gradient over ranks before each Adam step.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class FirstOrderMAML(MetaLearner):
 
     name = "maml-fo"
     Settings = FirstOrderSettings
+    supports_reducer = True
 
     def __init__(self, policy: Policy, maml: MamlConfig, settings: FirstOrderSettings) -> None:
         super().__init__(policy, maml, settings)
@@ -64,14 +68,15 @@ class FirstOrderMAML(MetaLearner):
         old_dist = batched_forward(self.policy, batch.adapted, by_task(valid.observations, m))
         old_log_probs = self.policy.log_prob(old_dist, actions).detach()
         emaml = self.settings.estimator == "e-maml"
-        post_returns = standardized_task_returns(valid) if emaml else None
+        post_returns = standardized_task_returns(valid, self.reducer) if emaml else None
         old_train: list[Any] = []
         losses, grad_norms = [], []
         for _ in range(self.settings.num_steps):
             path = adapt_path(self.policy, task_params(theta, m), train, self.maml.fast_lr, create_graph=False,
                               loss=self.inner_loss)
             dist = batched_forward(self.policy, path[-1], by_task(valid.observations, m))
-            loss = surrogate_loss(self.policy.log_prob(dist, actions), old_log_probs, advantages, mask).mean()
+            loss = self.reducer.task_mean(
+                surrogate_loss(self.policy.log_prob(dist, actions), old_log_probs, advantages, mask))
             if emaml:
                 assert post_returns is not None
                 for k, (params, episodes) in enumerate(zip(path, train, strict=False)):
@@ -79,9 +84,10 @@ class FirstOrderMAML(MetaLearner):
                     log_probs = self.policy.log_prob(batched_forward(self.policy, params, obs), acts)
                     if len(old_train) <= k:
                         old_train.append(log_probs.detach())
-                    loss = loss + emaml_loss(log_probs, old_train[k], by_task(episodes.mask, m), post_returns).mean()
-            losses.append(float(loss.detach()))
+                    loss = loss + self.reducer.task_mean(
+                        emaml_loss(log_probs, old_train[k], by_task(episodes.mask, m), post_returns))
             grad_norms.append(self.adam.minimize(loss))
+            losses.append(self.adam.last_loss)
         return self.adam.params(), {
             "outer/loss_first": losses[0],
             "outer/loss_last": losses[-1],

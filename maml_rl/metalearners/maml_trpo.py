@@ -16,6 +16,11 @@ term for the pre-update sampling distribution, Stadie et al. 2018).
 
 ``pretrained`` is the same TRPO step with no inner steps (``K = 0``): multi-task TRPO on the task distribution,
 the MAML paper's "pretrained" baseline.
+
+Data-parallel (``self.reducer`` distributed): each rank holds ``M / R`` tasks; the surrogate, its gradient, every
+Fisher-vector product (damping added once, after the sum), ``sᵀFs`` and every line-search value (loss and KL) are
+this rank's sum over its tasks divided by ``M``, all-reduced, so conjugate gradient and the line search run
+identically on every rank.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from torch import Tensor
 from maml_rl.adaptation import adapt_path
 from maml_rl.collect import MetaBatch
 from maml_rl.config import check_choice, check_range
+from maml_rl.distributed import LOCAL, Reducer
 from maml_rl.episodes import Episodes, by_task
 from maml_rl.errors import NonFiniteError
 from maml_rl.losses import emaml_loss, mean_kl, surrogate_loss
@@ -95,12 +101,16 @@ class _Old:
     post_returns: Tensor | None = None
 
 
-def standardized_task_returns(valid: Episodes) -> Tensor:
-    """``[M]`` post-update returns per task, standardized over the meta-batch (E-MAML's ``R'``, a constant)."""
-    returns = valid.task_returns().detach()
+def standardized_task_returns(valid: Episodes, reducer: Reducer = LOCAL) -> Tensor:
+    """``[M]`` post-update returns per task, standardized over the meta-batch (E-MAML's ``R'``, a constant).
+
+    With a distributed ``reducer`` ``valid`` holds this rank's ``M / R`` tasks: the statistics are taken over all
+    ``M`` tasks and this rank's ``[M / R]`` rows are returned.
+    """
+    returns = reducer.gather_tasks(valid.task_returns().detach())
     if returns.numel() < 2:
-        return torch.zeros_like(returns)
-    return (returns - returns.mean()) / (returns.std() + 1e-8)
+        return reducer.own_tasks(torch.zeros_like(returns))
+    return reducer.own_tasks((returns - returns.mean()) / (returns.std() + 1e-8))
 
 
 @register
@@ -109,6 +119,7 @@ class MAMLTRPO(MetaLearner):
 
     name = "maml-trpo"
     Settings: ClassVar[type] = MAMLTRPOSettings
+    supports_reducer = True
 
     @classmethod
     def inner_estimator(cls, settings: TRPOSettings) -> str:
@@ -145,16 +156,18 @@ class MAMLTRPO(MetaLearner):
         return self._validation_dist(adapted, valid)
 
     def surrogate(self, dist: DistParams, valid: Episodes, old_log_probs: Tensor) -> Tensor:
-        """Mean over tasks of the masked TRPO surrogate (a scalar)."""
+        """Mean over tasks of the masked TRPO surrogate (a scalar; this rank's share when data-parallel)."""
         m = valid.num_tasks
         if valid.advantages is None:
             raise ValueError("validation episodes have no advantages (maml_rl.advantages.with_advantages)")
         log_probs = self.policy.log_prob(dist, by_task(valid.actions, m))
-        return surrogate_loss(log_probs, old_log_probs, by_task(valid.advantages, m), by_task(valid.mask, m)).mean()
+        return self.reducer.task_mean(
+            surrogate_loss(log_probs, old_log_probs, by_task(valid.advantages, m), by_task(valid.mask, m)))
 
     def kl(self, old_dist: DistParams, dist: Sequence[Tensor], valid: Episodes) -> Tensor:
-        """Mean over tasks of the masked mean KL(π_old' ‖ π_θ') (a scalar)."""
-        return mean_kl(self.policy.kl(old_dist, tuple(dist)), by_task(valid.mask, valid.num_tasks)).mean()
+        """Mean over tasks of the masked mean KL(π_old' ‖ π_θ') (a scalar; this rank's share when data-parallel)."""
+        return self.reducer.task_mean(mean_kl(self.policy.kl(old_dist, tuple(dist)),
+                                              by_task(valid.mask, valid.num_tasks)))
 
     def _train_log_probs(self, path: Sequence[Params], train: Sequence[Episodes]) -> list[Tensor]:
         """``[M, T, E]`` log-probabilities of each training batch under the parameters ``θ_k`` of its step."""
@@ -171,7 +184,7 @@ class MAMLTRPO(MetaLearner):
         for log_probs, old_log_probs, batch in zip(self._train_log_probs(path, train), old.train_log_probs, train,
                                                    strict=True):
             mask = by_task(batch.mask, batch.num_tasks)
-            total = total + emaml_loss(log_probs, old_log_probs, mask, old.post_returns).mean()
+            total = total + self.reducer.task_mean(emaml_loss(log_probs, old_log_probs, mask, old.post_returns))
         return total
 
     def objective(self, params: Params, batch: MetaBatch, old: _Old, create_graph: bool
@@ -209,20 +222,30 @@ class MAMLTRPO(MetaLearner):
         old = _Old(old_dist, self.policy.log_prob(old_dist, by_task(valid.actions, m)))
         if self.emaml:
             train_log_probs = tuple(x.detach() for x in self._train_log_probs(path, train))
-            old = _Old(old.dist, old.log_probs, train_log_probs, standardized_task_returns(valid))
+            old = _Old(old.dist, old.log_probs, train_log_probs, standardized_task_returns(valid, self.reducer))
         loss = self.surrogate(dist, valid, old.log_probs)
         if self.emaml:
             loss = loss + self.emaml_term(path, train, old)
-        check_finite("surrogate loss", loss)
-        grad = flat_grad(loss, leaves, retain_graph=True)
+        reducer = self.reducer
+        if reducer.distributed:  # this rank's shares of the loss and gradient, summed in one collective
+            *summed, total = reducer.sum_grads([flat_grad(loss, leaves, retain_graph=True), loss.detach().reshape(1)])
+            grad, loss_value = summed[0], total.reshape(())
+        else:
+            loss_value = loss.detach()
+            check_finite("surrogate loss", loss_value)
+            grad = flat_grad(loss, leaves, retain_graph=True)
+        check_finite("surrogate loss", loss_value)
         check_finite("surrogate gradient", grad)
-        old_loss = float(loss.detach())
+        old_loss = float(loss_value)
         old_vector = torch.cat([leaf.detach().reshape(-1) for leaf in leaves])
         if not bool(grad.any()):  # e.g. all advantages zero: nothing to improve, keep θ
             return self._unflatten(names, leaves, old_vector), self._metrics(old_loss, None, 0.0, grad)
-        fisher_product = gauss_newton_vector_product(
-            dist, leaves, lambda d: self.kl(old_dist, d, valid), damping=settings.cg_damping
-        )
+        local_product = gauss_newton_vector_product(dist, leaves, lambda d: self.kl(old_dist, d, valid))
+
+        def fisher_product(vector: Tensor) -> Tensor:
+            """``(F + damping·I) v``: every rank's share of ``F v`` summed, the damping added once."""
+            return reducer.sum(local_product(vector)) + settings.cg_damping * vector
+
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
         shs = cg.x @ fisher_product(cg.x)
         check_finite("conjugate-gradient step", cg.x)
@@ -234,7 +257,8 @@ class MAMLTRPO(MetaLearner):
         def evaluate(fraction: float) -> tuple[float, float]:
             candidate = self._unflatten(names, leaves, old_vector - fraction * full_step)
             new_loss, new_dist = self.objective(candidate, batch, old, create_graph=False)
-            return float(new_loss), float(self.kl(old_dist, new_dist, valid))
+            values = reducer.sum(torch.stack([new_loss.detach(), self.kl(old_dist, new_dist, valid).detach()]))
+            return float(values[0]), float(values[1])
 
         with torch.no_grad():
             result = line_search(evaluate, old_loss, settings.max_kl, settings.ls_max_steps, settings.ls_backtrack)

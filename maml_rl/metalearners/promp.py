@@ -8,6 +8,10 @@
 - ``num_steps`` Adam steps per meta-batch, each re-adapting through the LVC inner step (second order).
 
 ProMP's defaults: 5 steps, clip 0.3, learning rate 1e-3, inner KL penalty 5e-4.
+
+Data-parallel: the loss is this rank's share of the mean over tasks; :class:`~maml_rl.metalearners.base.AdamOuter`
+sums it and its gradient over ranks before each Adam step, and the last step's statistics (inner KL, clipped
+fraction) are summed over ranks in one collective.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ProMP(MetaLearner):
 
     name = "promp"
     Settings = ProMPSettings
+    supports_reducer = True
 
     def __init__(self, policy: Policy, maml: MamlConfig, settings: ProMPSettings) -> None:
         super().__init__(policy, maml, settings)
@@ -81,23 +86,25 @@ class ProMP(MetaLearner):
                               loss=self.inner_loss)
             log_probs = self.policy.log_prob(batched_forward(self.policy, path[-1], by_task(valid.observations, m)),
                                              actions)
-            clip_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, mask, settings.clip).mean()
+            clip_loss = self.reducer.task_mean(
+                clipped_surrogate_loss(log_probs, old_log_probs, advantages, mask, settings.clip))
             inner_kl = torch.zeros((), dtype=clip_loss.dtype, device=clip_loss.device)
             for old_dist, params, obs, episodes in zip(old_inner, path, train_obs, train, strict=False):
                 kl = self.policy.kl(old_dist, batched_forward(self.policy, params, obs))
-                inner_kl = inner_kl + mean_kl(kl, by_task(episodes.mask, m)).mean()
+                inner_kl = inner_kl + self.reducer.task_mean(mean_kl(kl, by_task(episodes.mask, m)))
             loss = clip_loss + settings.inner_kl_penalty * inner_kl
             grad_norm = self.adam.minimize(loss)
             if s == 0:
-                metrics["outer/loss_first"] = float(loss.detach())
+                metrics["outer/loss_first"] = self.adam.last_loss
                 metrics["outer/grad_norm"] = grad_norm
             if s == settings.num_steps - 1:
                 with torch.no_grad():
                     ratio = (log_probs - old_log_probs).exp()
                     clipped = ((ratio - 1.0).abs() > settings.clip).to(ratio.dtype)
-                    metrics["outer/loss_last"] = float(loss.detach())
-                    metrics["promp/clip_fraction"] = float((clipped * mask).sum() / mask.sum().clamp(min=1.0))
-                    metrics["promp/inner_kl"] = float(inner_kl.detach())
+                    summed = self.reducer.sum(torch.stack([inner_kl.detach(), (clipped * mask).sum(), mask.sum()]))
+                    metrics["outer/loss_last"] = self.adam.last_loss
+                    metrics["promp/clip_fraction"] = float(summed[1] / summed[2].clamp(min=1.0))
+                    metrics["promp/inner_kl"] = float(summed[0])
         return self.adam.params(), metrics
 
     def state_dict(self) -> dict[str, Any]:

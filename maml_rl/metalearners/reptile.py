@@ -6,6 +6,8 @@ arXiv 1803.02999): after ``K`` inner steps per task, move the shared parameters 
 with ``θ'_m = θ_K[m]`` the parameters the collection adapted (the batch's ``adapted``). ``β = 1`` replaces ``θ`` by
 the plain average of the adapted parameters. No gradient of its own: the validation batch only measures the
 adapted policies.
+
+Data-parallel: each rank sums ``θ'_m − θ`` over its tasks, divided by ``M``; one all-reduce gives the mean.
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ class Reptile(MetaLearner):
 
     name = "reptile"
     Settings = ReptileSettings
+    supports_reducer = True
 
     def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
         theta = self.shared_params()
-        new = {name: p + self.settings.beta * (batch.adapted[name] - p.unsqueeze(0)).mean(0)
-               for name, p in theta.items()}
+        reducer = self.reducer
+        if reducer.distributed:  # this rank's sum over its tasks / M, summed over ranks (one collective)
+            shares = [(batch.adapted[name] - p.unsqueeze(0)).sum(0) / reducer.num_tasks for name, p in theta.items()]
+            means = dict(zip(theta, reducer.sum_grads(shares), strict=True))
+        else:
+            means = {name: (batch.adapted[name] - p.unsqueeze(0)).mean(0) for name, p in theta.items()}
+        new = {name: p + self.settings.beta * means[name] for name, p in theta.items()}
         check_finite("reptile step", new.values())
         norm = torch.cat([(new[name] - p).reshape(-1) for name, p in theta.items()]).norm()
         return new, {"reptile/step_norm": float(norm)}

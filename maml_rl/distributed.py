@@ -1,0 +1,260 @@
+"""Data-parallel meta-training over ``torch.distributed`` (docs/architecture.md, "Data-parallel training").
+
+``R`` ranks each own a contiguous shard of the ``M`` tasks of a meta-batch and the ``N / R`` sub-environments that
+run them. Every per-task mean a meta-learner takes becomes "this rank's sum over its tasks / ``M``, then one
+all-reduce", so every rank holds the same surrogate, gradient, Fisher-vector products and line-search values, and
+takes the same step::
+
+    world = World.from_env()                     # WORLD_SIZE / RANK / LOCAL_RANK; one process when unset
+    world.init(device, timeout_s=300)            # gloo on CPU, nccl on cuda:LOCAL_RANK
+    shard = world.shard(M)                       # tasks shard.start … shard.stop − 1
+    reducer = world.reducer(M)                   # handed to the meta-learner
+    loss = reducer.sum(per_task_loss.sum() / M)  # one collective per tensor or scalar
+    world.check_same_parameters(params)          # every iteration: stop loudly if ranks diverged
+
+In one process (``R = 1``) :class:`Reducer` is the identity and nothing is initialized.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from maml_rl.config import ConfigError
+from maml_rl.errors import TrainingError
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(TrainingError):
+    """A collective failed or timed out (another rank died or hung), or the ranks' parameters diverged."""
+
+
+class ShardError(ConfigError):
+    """The meta-batch cannot be split into equal contiguous shards over the ranks; the message says why."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This rank's tasks ``start … stop − 1`` of a meta-batch of ``total`` tasks."""
+
+    start: int
+    stop: int
+    total: int
+
+    @property
+    def size(self) -> int:
+        """``M / R``: tasks on this rank."""
+        return self.stop - self.start
+
+    def rows(self, per_task: int) -> tuple[int, int]:
+        """``(first sub-environment, all sub-environments)`` for ``per_task`` episodes per task (``set_rows``)."""
+        return self.start * per_task, self.total * per_task
+
+
+def check_shardable(num_tasks: int, world_size: int) -> None:
+    """Refuse a split of ``num_tasks`` tasks over ``world_size`` ranks that is not into equal non-empty shards.
+
+    Raises:
+        ShardError: ``world_size < 1``, more ranks than tasks, or ``num_tasks % world_size != 0``.
+    """
+    if world_size < 1:
+        raise ShardError(f"the number of processes must be at least 1, got {world_size}")
+    if world_size > num_tasks:
+        raise ShardError(f"{world_size} processes for maml.meta_batch_size={num_tasks} tasks: at most one process "
+                         "per task")
+    if num_tasks % world_size:
+        raise ShardError(f"maml.meta_batch_size={num_tasks} is not divisible by {world_size} processes; choose a "
+                         f"number of processes that divides it")
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process stands in a ``torchrun`` job (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+    ``LOCAL_WORLD_SIZE``); one process (``size == 1``) when they are unset."""
+
+    size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    local_size: int = 1
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> World:
+        """Read the launcher's variables (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        size = int(env.get("WORLD_SIZE", "1"))
+        local_size = int(env.get("LOCAL_WORLD_SIZE", str(size)))
+        return cls(size=size, rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")),
+                   local_size=local_size)
+
+    @property
+    def distributed(self) -> bool:
+        """More than one rank."""
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes the run directory and shows progress."""
+        return self.rank == 0
+
+    def device(self, device: torch.device) -> torch.device:
+        """The learner device of this rank: ``cuda:LOCAL_RANK`` when the run trains on CUDA, else ``device``."""
+        if device.type == "cuda" and self.distributed:
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def init(self, device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        """Join the process group (gloo on CPU, nccl on CUDA) unless there is one rank or it is already joined.
+
+        ``timeout_s`` bounds every collective: a rank that died or hangs ends the job within it.
+        """
+        if not self.distributed or dist.is_initialized():
+            return
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=device if backend == "nccl" else None)
+
+    def close(self) -> None:
+        """Leave the process group (if this process joined one)."""
+        if self.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def shard(self, num_tasks: int) -> Shard:
+        """This rank's contiguous tasks (:func:`check_shardable` first)."""
+        check_shardable(num_tasks, self.size)
+        size = num_tasks // self.size
+        return Shard(self.rank * size, (self.rank + 1) * size, num_tasks)
+
+    def reducer(self, num_tasks: int) -> Reducer:
+        """The :class:`Reducer` of a meta-batch of ``num_tasks`` tasks over this world."""
+        return Reducer(num_tasks, self.size, self.rank)
+
+    def broadcast_text(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank."""
+        if not self.distributed:
+            return text
+        box = [text]
+        _collective("broadcast", self.rank, lambda: dist.broadcast_object_list(box, src=0))
+        return str(box[0])
+
+    def any_failed(self, failed: bool) -> bool:
+        """True on every rank if ``failed`` on any (one collective)."""
+        if not self.distributed:
+            return failed
+        flag = torch.tensor([float(failed)], dtype=torch.float64, device=_collective_device())
+        _collective("all_reduce (status)", self.rank, lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX))
+        return bool(flag.item() > 0)
+
+    def check_same_parameters(self, params: Iterable[Tensor]) -> None:
+        """Compare a cheap checksum of ``params`` across ranks (one collective).
+
+        Raises:
+            DistributedError: the ranks hold different parameters (the message names the ranks' checksums).
+        """
+        if not self.distributed:
+            return
+        flat = torch.cat([p.detach().reshape(-1).to(torch.float64) for p in params])
+        weights = torch.linspace(1.0, 2.0, flat.numel(), dtype=torch.float64, device=flat.device)
+        checksum = torch.stack([flat.sum(), (flat * weights).sum()])
+        gathered = torch.zeros(self.size, 2, dtype=torch.float64, device=_collective_device())
+        gathered[self.rank] = checksum.to(gathered.device)
+        _collective("all_reduce (parameter checksum)", self.rank, lambda: dist.all_reduce(gathered))
+        if not bool((gathered == gathered[0]).all()):
+            values = ", ".join(f"rank {r}: {gathered[r, 0].item():.17g}" for r in range(self.size))
+            raise DistributedError(f"the ranks' parameters diverged (checksums {values}); stopping")
+
+
+def _collective_device() -> torch.device:
+    """The device collective buffers live on: the current CUDA device with nccl, else the CPU."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _collective(what: str, rank: int, call) -> None:  # type: ignore[no-untyped-def]
+    """Run one collective; a failure or timeout becomes a one-line :class:`DistributedError` naming this rank."""
+    try:
+        call()
+    except (RuntimeError, dist.DistError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DistributedError(f"rank {rank}: {what} failed ({first}); another rank probably stopped or hung "
+                               "(its own message says why)") from error
+
+
+class Reducer:
+    """Per-task means of a meta-batch split over ranks: "this rank's sum / ``M``, then all-reduce".
+
+    Every rank holds ``M / R`` of the ``M`` tasks. :meth:`task_mean` turns a ``[M / R]`` tensor of per-task values
+    into this rank's share of the mean over all ``M`` tasks (autograd flows through it); :meth:`sum` all-reduces a
+    share (a tensor, one collective) so every rank holds the whole. In one process both are the plain mean and the
+    identity, so single-process numbers are unchanged.
+
+    Args:
+        num_tasks: ``M``, the whole meta-batch.
+        world_size: ``R``.
+        rank: this rank.
+    """
+
+    def __init__(self, num_tasks: int = 1, world_size: int = 1, rank: int = 0) -> None:
+        self.num_tasks, self.world_size, self.rank = num_tasks, world_size, rank
+
+    @property
+    def distributed(self) -> bool:
+        """More than one rank: values must be reduced."""
+        return self.world_size > 1
+
+    def task_mean(self, per_task: Tensor) -> Tensor:
+        """This rank's share of the mean over all ``M`` tasks of ``per_task [M / R]``: a scalar (not reduced)."""
+        if not self.distributed:
+            return per_task.mean()
+        return per_task.sum() / self.num_tasks
+
+    def sum(self, share: Tensor) -> Tensor:
+        """The sum of every rank's ``share`` (any shape; one all-reduce); a new tensor, without autograd graph."""
+        if not self.distributed:
+            return share
+        total = share.detach().clone()
+        _collective("all_reduce", self.rank, lambda: dist.all_reduce(total))
+        return total
+
+    def sum_floats(self, *shares: float) -> list[float]:
+        """The sums of several floats over ranks (one all-reduce, float64)."""
+        if not self.distributed:
+            return list(shares)
+        return self.sum(torch.tensor(shares, dtype=torch.float64, device=_collective_device())).tolist()
+
+    def gather_tasks(self, local: Tensor) -> Tensor:
+        """All ``M`` per-task values ``[M, ...]`` from every rank's ``local [M / R, ...]`` (one all-reduce)."""
+        if not self.distributed:
+            return local
+        size = local.shape[0]
+        whole = local.new_zeros((size * self.world_size, *local.shape[1:]))
+        whole[self.rank * size:(self.rank + 1) * size] = local.detach()
+        return self.sum(whole)
+
+    def own_tasks(self, whole: Tensor) -> Tensor:
+        """This rank's rows of a ``[M, ...]`` tensor (the inverse of :meth:`gather_tasks`)."""
+        if not self.distributed:
+            return whole
+        size = whole.shape[0] // self.world_size
+        return whole[self.rank * size:(self.rank + 1) * size]
+
+    def sum_grads(self, grads: Sequence[Tensor]) -> list[Tensor]:
+        """Sum gradients over ranks: flattened into one vector, one all-reduce, split back."""
+        if not self.distributed:
+            return list(grads)
+        flat = self.sum(torch.cat([g.reshape(-1) for g in grads]))
+        return [piece.view_as(g) for piece, g in zip(torch.split(flat, [g.numel() for g in grads]), grads,
+                                                      strict=True)]
+
+
+#: the reducer of a single process
+LOCAL = Reducer()

@@ -1,0 +1,147 @@
+"""Data-parallel training (``maml-rl train --nproc R``, gloo on CPU): 2 processes train like 1, checkpoints move
+between numbers of processes, bad requests are one-line errors before any work.
+
+Tolerances: sharding changes only the order of float32 sums. MAML-TRPO's conjugate gradient amplifies that
+rounding by the Fisher matrix's condition number (with the paper's damping 1e-5, parameters differ by about 3e-2
+after 3 iterations; with damping 0.1 by about 8e-6), so these runs use ``cg_damping=0.1``; ``trpo/cg_residual`` (a
+residual at rounding level) and near-zero values (the surrogate at the old parameters, ~1e-8) are compared with an
+absolute floor of 1e-3.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from maml_rl.checkpoint import load_checkpoint
+from maml_rl.cli import main
+from maml_rl.distributed import Reducer, ShardError, World, check_shardable
+from maml_rl.logging import read_metrics
+
+TINY = ["--set", "maml.meta_batch_size=4", "--set", "maml.fast_batch_size=4", "--set", "env.horizon=10",
+        "--set", "policy.hidden_sizes=[16]", "--set", "algorithm.options.cg_damping=0.1", "--no-progress"]
+LEARNERS = {
+    "maml-trpo": [],
+    "maml-fo": ["--set", "algorithm.name=maml-fo", "--set", "algorithm.options={num_steps: 2, lr: 0.01}"],
+    "reptile": ["--set", "algorithm.name=reptile", "--set", "algorithm.options={}"],
+    "promp": ["--set", "algorithm.name=promp", "--set", "algorithm.options={num_steps: 2}"],
+}
+RTOL, FLOOR = 1e-4, 1e-3
+
+
+def train(path, iterations, *extra):
+    code = main(["train", "navigation-2d/paper", "--output", str(path), *TINY, "--set",
+                 f"train.num_iterations={iterations}", *map(str, extra)])
+    assert code == 0
+    return path
+
+
+def assert_same_run(a, b):
+    rows_a, rows_b = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    assert len(rows_a) == len(rows_b)
+    for x, y in zip(rows_a, rows_b, strict=True):
+        assert list(x) == list(y)
+        for key in x:
+            if key.startswith(("time/", "env/steps_per_second", "trpo/cg_residual")):
+                continue
+            assert abs(x[key] - y[key]) <= RTOL * max(abs(x[key]), FLOOR), (x["iteration"], key, x[key], y[key])
+    (_, state_a), (_, state_b) = load_checkpoint(a), load_checkpoint(b)
+    assert state_a["iteration"] == state_b["iteration"]
+    for name, value in state_a["policy"].items():
+        torch.testing.assert_close(value, state_b["policy"][name], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("learner", list(LEARNERS))
+def test_two_processes_train_like_one(learner, tmp_path):
+    one = train(tmp_path / "one", 3, *LEARNERS[learner])
+    two = train(tmp_path / "two", 3, *LEARNERS[learner], "--nproc", 2)
+    assert_same_run(one, two)
+    assert not list(two.glob("events.*"))[1:], "one TensorBoard writer (rank 0)"
+
+
+@pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 2)])
+def test_a_checkpoint_moves_between_numbers_of_processes(first, then, tmp_path):
+    reference = train(tmp_path / "reference", 3)
+    run = train(tmp_path / "run", 2, "--nproc", first)
+    code = main(["train", "--resume", str(run), "--set", "train.num_iterations=3", "--nproc", str(then),
+                 "--no-progress"])
+    assert code == 0
+    assert_same_run(reference, run)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--nproc", "0"], "--nproc: expected a number of processes >= 1, got 0"),
+    (["--nproc", "5"], "5 processes for maml.meta_batch_size=4 tasks"),
+    (["--nproc", "3"], "maml.meta_batch_size=4 is not divisible by 3 processes"),
+])
+def test_bad_process_counts_are_one_line_errors(extra, message, tmp_path, capsys):
+    code = main(["train", "navigation-2d/paper", "--output", str(tmp_path / "run"), *TINY, *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("maml-rl: error:") and message in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_shards_are_contiguous_and_equal():
+    shards = [World(size=2, rank=r).shard(6) for r in range(2)]
+    assert [(s.start, s.stop) for s in shards] == [(0, 3), (3, 6)]
+    assert shards[1].rows(4) == (12, 24)
+    with pytest.raises(ShardError, match="not divisible"):
+        check_shardable(6, 4)
+
+
+def test_the_world_is_read_from_the_launcher_and_defaults_to_one_process():
+    assert World.from_env({}) == World()
+    world = World.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (world.size, world.rank, world.local_rank, world.local_size, world.is_main) == (4, 3, 1, 2, False)
+
+
+def test_one_process_reducer_is_the_plain_mean():
+    values = torch.tensor([1.0, 2.0, 4.0])
+    reducer = Reducer(3)
+    assert torch.equal(reducer.task_mean(values), values.mean())
+    assert reducer.sum(values) is values and reducer.sum_floats(1.0, 2.0) == [1.0, 2.0]
+    assert Reducer(6, 2, 1).task_mean(values) == pytest.approx(7.0 / 6.0)
+
+
+def _pid_of_rank(rank, parent_env_marker):
+    """The pid of the worker process with ``RANK=rank`` started for this test (found by its environment)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")  # noqa: SIM115
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and parent_env_marker in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
+    run = tmp_path / "run"
+    marker = f"MAML_RL_TEST_MARKER={tmp_path.name}"
+    command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
+               "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1", "--nproc", "2",
+               "--collective-timeout", "30"]
+    key, value = marker.split("=")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, key: value})
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "checkpoints" / "iter_000002.pt").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        pid = _pid_of_rank(1, marker.encode())
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _, err = process.communicate(timeout=60)  # ends, not hangs
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "rank      : 1 (local_rank: 1)" in err.split("Root Cause")[1]
+    _, state = load_checkpoint(run)  # the last good checkpoint stays usable
+    assert state["iteration"] >= 2
