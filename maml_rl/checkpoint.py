@@ -14,9 +14,7 @@ optionally ``metalearner`` (the meta-learner's own state, plain data).
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 
 from maml_rl.errors import CheckpointError
-from maml_rl.rundir import TEMP_PREFIX, file_mode
+from maml_rl.rundir import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 _PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
@@ -57,18 +55,7 @@ def save_checkpoint(run_dir: str | Path, iteration: int, state: dict[str, Any]) 
                               f"{', '.join(bad[:3])}")
     path = checkpoint_path(run_dir, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pt", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            torch.save(state, tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, file_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(run_dir: str | Path, iteration: int | None = None) -> tuple[int, dict[str, Any]]:

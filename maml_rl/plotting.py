@@ -10,8 +10,6 @@ pyplot state, so plotting works headless and never opens a window.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from matplotlib.figure import Figure
 
 from maml_rl.errors import PlotError
 from maml_rl.logging import METRICS_FILE, read_metrics
-from maml_rl.rundir import file_mode
+from maml_rl.rundir import atomic_write
 
 DEFAULT_METRIC = "returns/post_adapt_mean"
 
@@ -115,13 +113,4 @@ def save_png(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG (through a temporary file and a rename, so a crash leaves no partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            FigureCanvasAgg(figure).print_png(tmp)
-        os.chmod(tmp_name, file_mode())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, FigureCanvasAgg(figure).print_png)

@@ -14,8 +14,10 @@ import errno
 import fcntl
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from maml_rl.errors import RunDirError
 
@@ -145,17 +147,18 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it over ``path``.
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk and rename it over ``path``.
 
-    A crash at any point leaves either the old file or the new one, never a truncated one; on failure the
-    temporary file is removed and the error propagates.
+    The one way maml-rl writes a file that must never be seen half-written (checkpoints, ``metrics.csv``,
+    ``config.yaml``, evaluation results, figures): a crash at any point leaves either the old file or the new one;
+    on failure the temporary file is removed and the error propagates. The file gets :func:`file_mode`.
     """
     path = Path(path)
     handle, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     try:
-        with os.fdopen(handle, "w", newline="") as tmp:
-            tmp.write(text)
+        with os.fdopen(handle, "wb") as tmp:
+            write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp_name, file_mode())
@@ -163,3 +166,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write` of ``text`` as UTF-8."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
