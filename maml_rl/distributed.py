@@ -1,25 +1,26 @@
 """Data-parallel meta-training over ``torch.distributed`` (docs/architecture.md, "Data-parallel training").
 
 ``R`` ranks each own a contiguous shard of the ``M`` tasks of a meta-batch and the ``N / R`` sub-environments that
-run them. Every per-task mean a meta-learner takes becomes "this rank's sum over its tasks / ``M``, then one
-all-reduce", so every rank holds the same surrogate, gradient, Fisher-vector products and line-search values, and
-takes the same step::
+run them. A meta-learner computes every per-task value (losses, per-task gradients, Fisher-vector products) on its
+own tasks; the reducer gathers them into the whole ``[M, ...]`` tensor and sums it over tasks in task order, so every
+rank holds the same surrogate, gradient, Fisher-vector products and line-search values, bit for bit the same as one
+process would, and takes the same step::
 
     world = World.from_env()                     # WORLD_SIZE / RANK / LOCAL_RANK; one process when unset
     world.init(device, timeout_s=300)            # gloo on CPU, nccl on cuda:LOCAL_RANK
     shard = world.shard(M)                       # tasks shard.start … shard.stop − 1
     reducer = world.reducer(M)                   # handed to the meta-learner
-    loss = reducer.sum(per_task_loss.sum() / M)  # one collective per tensor or scalar
+    grad = reducer.sum_over_tasks(per_task_grads)  # [M / R, P] -> [P], one collective
     world.check_same_parameters(params)          # every iteration: stop loudly if ranks diverged
 
-In one process (``R = 1``) :class:`Reducer` is the identity and nothing is initialized.
+In one process (``R = 1``) the gathers are the identity and nothing is initialized.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -190,12 +191,14 @@ def _collective(what: str, rank: int, call) -> None:  # type: ignore[no-untyped-
 
 
 class Reducer:
-    """Per-task means of a meta-batch split over ranks: "this rank's sum / ``M``, then all-reduce".
+    """Sums and means over the ``M`` tasks of a meta-batch split over ranks, the same for any number of ranks.
 
-    Every rank holds ``M / R`` of the ``M`` tasks. :meth:`task_mean` turns a ``[M / R]`` tensor of per-task values
-    into this rank's share of the mean over all ``M`` tasks (autograd flows through it); :meth:`sum` all-reduces a
-    share (a tensor, one collective) so every rank holds the whole. In one process both are the plain mean and the
-    identity, so single-process numbers are unchanged.
+    Every rank holds ``M / R`` of the ``M`` tasks in a contiguous shard. A learner computes per-task values
+    (losses ``[M / R]``, gradients and Fisher-vector products ``[M / R, P]``); :meth:`sum_over_tasks` gathers every
+    rank's rows into the whole ``[M, ...]`` tensor (one collective) and sums it over tasks in task order on every
+    rank. Since each task's values are computed from that task's data alone, the gathered tensor, and so every sum,
+    is bit for bit the same for ``R = 1, 2, 4 …``: conjugate gradient and the line search run identically on every
+    rank, and the number of ranks does not change a run's numbers. In one process the gather is the identity.
 
     Args:
         num_tasks: ``M``, the whole meta-batch.
@@ -211,14 +214,16 @@ class Reducer:
         """More than one rank: values must be reduced."""
         return self.world_size > 1
 
-    def task_mean(self, per_task: Tensor) -> Tensor:
-        """This rank's share of the mean over all ``M`` tasks of ``per_task [M / R]``: a scalar (not reduced)."""
-        if not self.distributed:
-            return per_task.mean()
-        return per_task.sum() / self.num_tasks
+    def total_tasks(self, local: int) -> int:
+        """``M`` from this rank's number of tasks ``M / R``."""
+        return local * self.world_size
 
     def sum(self, share: Tensor) -> Tensor:
-        """The sum of every rank's ``share`` (any shape; one all-reduce); a new tensor, without autograd graph."""
+        """The sum of every rank's ``share`` (any shape; one all-reduce); a new tensor, without autograd graph.
+
+        For values whose summation order does not matter (counts, metrics); per-task values go through
+        :meth:`sum_over_tasks`.
+        """
         if not self.distributed:
             return share
         total = share.detach().clone()
@@ -232,9 +237,10 @@ class Reducer:
         return self.sum(torch.tensor(shares, dtype=torch.float64, device=_collective_device())).tolist()
 
     def gather_tasks(self, local: Tensor) -> Tensor:
-        """All ``M`` per-task values ``[M, ...]`` from every rank's ``local [M / R, ...]`` (one all-reduce)."""
+        """All ``M`` per-task values ``[M, ...]`` from every rank's ``local [M / R, ...]`` (one collective, exact:
+        each rank contributes its rows and zeros elsewhere, and ``x + 0 = x``); without autograd graph."""
         if not self.distributed:
-            return local
+            return local.detach()
         size = local.shape[0]
         whole = local.new_zeros((size * self.world_size, *local.shape[1:]))
         whole[self.rank * size:(self.rank + 1) * size] = local.detach()
@@ -247,13 +253,14 @@ class Reducer:
         size = whole.shape[0] // self.world_size
         return whole[self.rank * size:(self.rank + 1) * size]
 
-    def sum_grads(self, grads: Sequence[Tensor]) -> list[Tensor]:
-        """Sum gradients over ranks: flattened into one vector, one all-reduce, split back."""
-        if not self.distributed:
-            return list(grads)
-        flat = self.sum(torch.cat([g.reshape(-1) for g in grads]))
-        return [piece.view_as(g) for piece, g in zip(torch.split(flat, [g.numel() for g in grads]), grads,
-                                                      strict=True)]
+    def sum_over_tasks(self, local: Tensor) -> Tensor:
+        """``Σ_m`` over all ``M`` tasks of ``local [M / R, ...]``, summed in task order: ``[...]``, the same on every
+        rank and for every ``R``; without autograd graph."""
+        return self.gather_tasks(local).sum(0)
+
+    def mean_over_tasks(self, local: Tensor) -> Tensor:
+        """The mean over all ``M`` tasks of ``local [M / R, ...]`` (:meth:`sum_over_tasks` divided by ``M``)."""
+        return self.sum_over_tasks(local) / self.total_tasks(local.shape[0])
 
 
 #: the reducer of a single process

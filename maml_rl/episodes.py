@@ -16,11 +16,16 @@ from torch import Tensor
 
 
 def by_task(x: Tensor, num_tasks: int) -> Tensor:
-    """``[T, N, ...]`` -> ``[M, T, E, ...]`` with ``N = M * E`` (task-major)."""
+    """``[T, N, ...]`` -> ``[M, T, E, ...]`` with ``N = M * E`` (task-major), a contiguous copy.
+
+    Contiguous so that every per-task reduction over ``[T, E]`` runs the same loop whatever ``M`` is: a strided
+    view of one task (``M = 1``) coalesces into a different summation order than the same task among several,
+    and data-parallel runs (``M / R`` tasks per rank) must give the same per-task values as one process.
+    """
     steps, n = x.shape[:2]
     if n % num_tasks:
         raise ValueError(f"N={n} sub-environments are not a multiple of M={num_tasks} tasks")
-    return x.reshape(steps, num_tasks, n // num_tasks, *x.shape[2:]).transpose(0, 1)
+    return x.reshape(steps, num_tasks, n // num_tasks, *x.shape[2:]).transpose(0, 1).contiguous()
 
 
 def from_task(x: Tensor) -> Tensor:

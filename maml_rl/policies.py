@@ -196,6 +196,16 @@ def task_params(params: Params, num_tasks: int) -> Params:
     return {name: p.unsqueeze(0).expand(num_tasks, *p.shape) for name, p in params.items()}
 
 
+def task_leaves(params: Params, num_tasks: int) -> Params:
+    """Per-task copies ``[M, ...]`` of one parameter set, as autograd leaves (``expand`` views, no copy).
+
+    A gradient with respect to them is the stack of per-task gradients ``[M, ...]``, which
+    :meth:`maml_rl.distributed.Reducer.sum_over_tasks` sums in task order (the same sum for any number of ranks),
+    where a gradient through :func:`task_params` is summed over tasks inside autograd.
+    """
+    return {name: p.detach().unsqueeze(0).expand(num_tasks, *p.shape).requires_grad_() for name, p in params.items()}
+
+
 def batched_forward(policy: Policy, params: Params, obs: Tensor) -> DistParams:
     """Evaluate per-task parameters on per-task observations in one call.
 

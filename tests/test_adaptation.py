@@ -35,7 +35,7 @@ def _meta_objective(policy, train, valid, first_order=False):
 
     def objective(flat, create_graph=True):
         dist = learner.validation_dist(_unflatten(policy, flat), train, valid, create_graph=create_graph)
-        return learner.surrogate(dist, valid, old_log_probs)
+        return learner.surrogate(dist, valid, old_log_probs).mean()
 
     return theta0, objective
 
@@ -74,7 +74,7 @@ def test_first_order_gradient_differs_and_matches_its_definition(gaussian_policy
     learner = trpo_learner(gaussian_policy, fast_lr=ALPHA, first_order=True)
     dist = learner._validation_dist(adapted, valid)
     log_probs = gaussian_policy.log_prob(dist, by_task(valid.actions, m))
-    loss = learner.surrogate(dist, valid, log_probs.detach())
+    loss = learner.surrogate(dist, valid, log_probs.detach()).mean()
     grads = torch.autograd.grad(loss, list(adapted.values()))
     expected = torch.cat([g.sum(0).reshape(-1) for g in grads])
 

@@ -126,13 +126,33 @@ def legacy_run(tmp_path):
     return run
 
 
-def test_legacy_run_resumes_exactly_as_the_old_code_continued_it(legacy_run, capsys):
+def test_legacy_run_resumes_as_the_old_code_continued_it(legacy_run, capsys):
+    """Iteration 2 as the old code computed it. Sampling restarts from the restored streams and parameters, so
+    the returns are equal exactly and the surrogate's gradient to rounding. The outer step is not bit for bit the
+    old one: since data-parallel training sums per-task gradients and Fisher-vector products in task order
+    (maml_rl/distributed.py), those float32 sums run in another order than the old code's, and conjugate gradient
+    on this tiny run's near-singular Fisher matrix (damping 1e-5, residual 0.28 of a gradient of norm 0.88)
+    amplifies the difference: measured, the two steps differ by 10 % of their length, in the same direction."""
     expected = deterministic_metrics(legacy_run)  # both iterations, as the old code computed them
+    _, before = load_checkpoint(legacy_run, 1)
     assert main(["train", "--resume", str(legacy_run), "--no-progress"]) == 0, capsys.readouterr().err
-    assert deterministic_metrics(legacy_run) == expected
+    got = deterministic_metrics(legacy_run)
+    assert [row.keys() for row in got] == [row.keys() for row in expected]
+    assert got[0] == expected[0]
+    for key in ("returns/pre_adapt_mean", "returns/pre_adapt_std", "returns/post_adapt_mean",
+                "returns/post_adapt_std", "env/steps", "env/unstable"):
+        assert got[1][key] == expected[1][key], key
+    assert got[1]["trpo/grad_norm"] == pytest.approx(expected[1]["trpo/grad_norm"], rel=1e-5)
+    assert got[1]["trpo/surrogate_before"] == pytest.approx(expected[1]["trpo/surrogate_before"], abs=1e-7)
+    assert got[1]["trpo/step_accepted"] == 1.0 and got[1]["trpo/kl_after"] <= 0.01
     _, state = load_checkpoint(legacy_run, 2)
     old_policy = torch.load(legacy_run / "policy_iter_000002.pt", weights_only=True)
-    assert_same_state(state["policy"], old_policy)
+    assert state["policy"].keys() == old_policy.keys()
+    start = torch.cat([before["policy"][name].reshape(-1) for name in old_policy])
+    new_step = torch.cat([state["policy"][name].reshape(-1) for name in old_policy]) - start
+    old_step = torch.cat([value.reshape(-1) for value in old_policy.values()]) - start
+    assert float(torch.nn.functional.cosine_similarity(new_step, old_step, dim=0)) > 0.98
+    assert 0.8 < float(new_step.norm() / old_step.norm()) < 1.25
     assert state["config"]["algorithm"]["name"] == "maml-trpo" and "trpo" not in state["config"]
 
 

@@ -203,7 +203,7 @@ def test_emaml_term_is_the_pre_update_score_times_the_post_update_return(gaussia
     path = learner.adapted_path(params, batch.train, m, create_graph=True)
     old_lp = tuple(x.detach() for x in learner._train_log_probs(path, batch.train))
     old = _Old(dist=(), log_probs=torch.zeros(()), train_log_probs=old_lp, post_returns=post)
-    term = learner.emaml_term(path, batch.train, old)
+    term = learner.emaml_term(path, batch.train, old).mean()
     assert float(term.detach()) == 0.0
     grads = torch.autograd.grad(term, list(params.values()))
 
@@ -228,8 +228,8 @@ def test_emaml_term_is_the_pre_update_score_times_the_post_update_return(gaussia
         old_log_probs = gaussian_policy.log_prob(dist, by_task(valid.actions, m))
     loss_e, _ = learner.objective(params, batch, _Old(dist, old_log_probs, old_lp, post), create_graph=True)
     loss_p, _ = plain.objective(params, batch, _Old(dist, old_log_probs), create_graph=True)
-    g_e = torch.autograd.grad(loss_e, list(params.values()))
-    g_p = torch.autograd.grad(loss_p, list(params.values()))
+    g_e = torch.autograd.grad(loss_e.mean(), list(params.values()))  # objective: per-task losses [M]
+    g_p = torch.autograd.grad(loss_p.mean(), list(params.values()))
     for ge, gp, want in zip(g_e, g_p, expected, strict=True):
         torch.testing.assert_close(ge - gp, want, rtol=1e-8, atol=1e-10)
     assert max(float(w.abs().max()) for w in expected) > 1e-3  # the term is not vacuous

@@ -13,7 +13,7 @@ from maml_rl.optim.trpo import (
     hessian_vector_product,
     line_search,
 )
-from maml_rl.policies import batched_forward, task_params
+from maml_rl.policies import batched_forward, task_leaves, task_params
 from tests.conftest import meta_batch, random_episodes, trpo_learner
 
 
@@ -66,7 +66,7 @@ def _kl_objective(policy, episodes, old_dist, num_inner_steps):
     def kl_of(flat):
         params = unflatten(flat)
         dist = learner.validation_dist(params, [episodes] * num_inner_steps, episodes, create_graph=True)
-        return learner.kl(old_dist, dist, episodes), dist
+        return learner.kl(old_dist, dist, episodes).mean(), dist
 
     return learner, kl_of, unflatten
 
@@ -87,14 +87,33 @@ def test_fisher_vector_product_equals_explicit_kl_hessian(gaussian_policy, num_i
 
     leaf = theta.clone().requires_grad_()
     kl, dist = kl_of(leaf)
-    gn = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes), damping=0.0)
+    gn = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes).mean(), damping=0.0)
     torch.testing.assert_close(gn(vector), expected, rtol=1e-7, atol=1e-9)
     hvp = hessian_vector_product(kl, [leaf], damping=0.0)
     torch.testing.assert_close(hvp(vector), expected, rtol=1e-7, atol=1e-9)
     # damping adds damping * v
-    gn_damped = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes), damping=0.1)
+    gn_damped = gauss_newton_vector_product(dist, [leaf], lambda d: learner.kl(old_dist, d, episodes).mean(),
+                                            damping=0.1)
     torch.testing.assert_close(gn_damped(vector), expected + 0.1 * vector, rtol=1e-7, atol=1e-9)
     assert expected.norm() > 1e-3  # the test is not vacuous
+
+    # With respect to per-task copies of θ the product returns each task's share [M, P]: row m is the Hessian of
+    # task m's KL / M times v (each task's Hessian computed on its own), and the rows sum to the product above.
+    m = episodes.num_tasks
+    leaves = task_leaves(unflatten(theta.clone()), m)
+    train = [episodes] * num_inner_steps
+    task_dist = learner.validation_dist(leaves, train, episodes, create_graph=True)
+    shares = gauss_newton_vector_product(task_dist, list(leaves.values()),
+                                         lambda d: learner.kl(old_dist, d, episodes).sum() / m, per_task=True)(vector)
+    assert shares.shape == (m, theta.numel())
+    for task in range(m):
+        def task_kl(t, task=task):
+            dist = learner.validation_dist(unflatten(t), train, episodes, create_graph=True)
+            return learner.kl(old_dist, dist, episodes)[task] / m
+        want = torch.autograd.functional.hessian(task_kl, theta) @ vector
+        torch.testing.assert_close(shares[task], want, rtol=1e-7, atol=1e-9)
+        assert want.norm() > 1e-4
+    torch.testing.assert_close(shares.sum(0), expected, rtol=1e-7, atol=1e-9)
 
 
 def test_fisher_vector_product_for_categorical_policy(categorical_policy):
@@ -125,7 +144,7 @@ def _valid_kl(learner, old_params, new_params, train, valid):
     with torch.no_grad():
         old = learner.validation_dist(old_params, train, valid, create_graph=False)
         new = learner.validation_dist(new_params, train, valid, create_graph=False)
-        return float(learner.kl(old, new, valid))
+        return float(learner.kl(old, new, valid).mean())
 
 
 @pytest.mark.parametrize("max_kl", [1e-3, 1e-2])

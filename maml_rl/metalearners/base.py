@@ -29,10 +29,11 @@ A learner never touches the environment or the random streams, and never writes 
 
 Data-parallel training (:mod:`maml_rl.distributed`) gives each rank a shard of the meta-batch and the learner a
 :class:`~maml_rl.distributed.Reducer` (``self.reducer``; the identity in one process). A learner that sets
-``supports_reducer = True`` takes every mean over tasks with ``self.reducer.task_mean`` and all-reduces what it
-needs whole (``self.reducer.sum``: losses, gradients, Fisher-vector products, line-search values) before deciding
-anything with it, so every rank takes the same step; the trainer refuses more than one process for a learner
-that does not.
+``supports_reducer = True`` computes per-task values only (losses ``[M / R]``; gradients and Fisher-vector
+products with respect to per-task copies of ``θ``, :func:`maml_rl.policies.task_leaves`, ``[M / R, P]``) and
+reduces them with ``self.reducer.sum_over_tasks`` / ``mean_over_tasks`` before deciding anything with them: the
+sums run over all ``M`` tasks in task order, so every rank takes the same step, the same as one process would;
+the trainer refuses more than one process for a learner that does not.
 State it keeps between iterations (an optimizer's moments) goes through :meth:`MetaLearner.state_dict` into the
 checkpoint, as plain data (tensors, numbers, strings, lists, dicts) that ``torch.load(weights_only=True)`` reads.
 """
@@ -51,7 +52,8 @@ from maml_rl.collect import MetaBatch
 from maml_rl.config import Config, ConfigError, MamlConfig
 from maml_rl.distributed import LOCAL, Reducer
 from maml_rl.errors import NonFiniteError
-from maml_rl.policies import Params, Policy
+from maml_rl.optim.trpo import per_task_flat_grad
+from maml_rl.policies import Params, Policy, task_leaves
 
 __all__ = ["MetaBatch", "MetaLearner", "NonFiniteError", "learner_class", "learner_names", "make_learner",
            "register"]
@@ -205,11 +207,12 @@ class AdamOuter:
 
     ``sync`` copies ``θ`` from the policy before each step (the trainer may have restored it), the leaves are the
     parameters the learner differentiates, and the optimizer's moments survive resume through ``state_dict``.
-    With a distributed ``reducer`` the loss is this rank's share and :meth:`minimize` all-reduces it with the
-    gradient (one collective) before any check or step, so every rank takes the same Adam step.
+    The learner differentiates per-task copies of the leaves (:meth:`task_leaves`); :meth:`minimize` sums the
+    per-task gradients in task order over every rank's tasks before any check or step, so every rank takes the same
+    Adam step, and the number of ranks does not change it.
 
     Attributes:
-        reducer: sums the loss and gradient over ranks (the identity in one process).
+        reducer: sums the per-task losses and gradients over tasks (and ranks).
         last_loss: the (reduced) loss of the last :meth:`minimize`.
     """
 
@@ -226,24 +229,30 @@ class AdamOuter:
                 self.leaves[name].copy_(p)
         return self.leaves
 
-    def minimize(self, loss: Tensor) -> float:
-        """One Adam step on ``loss``; returns the gradient norm. Raises :class:`NonFiniteError` before stepping."""
-        if not self.reducer.distributed:
-            check_finite("outer loss", loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.leaves.values()]
-        if self.reducer.distributed:  # loss and gradient summed over ranks in one collective, then checked
-            *grads, total = self.reducer.sum_grads([*grads, loss.detach().reshape(1)])
-            check_finite("outer loss", total)
-            for p, g in zip(self.leaves.values(), grads, strict=True):
-                p.grad = g
-            self.last_loss = float(total)
-        else:
-            self.last_loss = float(loss.detach())
-        check_finite("outer gradient", grads)
+    def task_leaves(self, num_tasks: int) -> Params:
+        """Per-task copies ``[M, ...]`` of the leaves (:func:`maml_rl.policies.task_leaves`) to differentiate."""
+        return task_leaves(self.leaves, num_tasks)
+
+    def minimize(self, task_losses: Tensor, params: Params) -> float:
+        """One Adam step on the mean over tasks of ``task_losses [M]``, differentiated with respect to the per-task
+        ``params`` from :meth:`task_leaves`; returns the gradient norm. Raises :class:`NonFiniteError` before
+        stepping.
+
+        The per-task gradients are summed in task order (:meth:`~maml_rl.distributed.Reducer.sum_over_tasks`, one
+        collective when data-parallel), so the step is the same for any number of ranks.
+        """
+        total_tasks = self.reducer.total_tasks(task_losses.shape[0])
+        loss = self.reducer.mean_over_tasks(task_losses.detach())
+        check_finite("outer loss", loss)
+        inputs = list(params.values())
+        flat = self.reducer.sum_over_tasks(per_task_flat_grad(task_losses.sum() / total_tasks, inputs))
+        check_finite("outer gradient", flat)
+        for leaf, g in zip(self.leaves.values(), torch.split(flat, [x.numel() for x in self.leaves.values()]),
+                           strict=True):
+            leaf.grad = g.view_as(leaf).clone()
+        self.last_loss = float(loss)
         self.optimizer.step()
-        return float(torch.cat([g.reshape(-1) for g in grads]).norm())
+        return float(flat.norm())
 
     def params(self) -> Params:
         """The leaves' values as new tensors."""

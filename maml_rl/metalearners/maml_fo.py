@@ -23,7 +23,7 @@ from maml_rl.episodes import by_task
 from maml_rl.losses import emaml_loss, surrogate_loss
 from maml_rl.metalearners.base import AdamOuter, MetaLearner, register
 from maml_rl.metalearners.maml_trpo import ESTIMATORS, standardized_task_returns
-from maml_rl.policies import Params, Policy, batched_forward, task_params
+from maml_rl.policies import Params, Policy, batched_forward
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class FirstOrderMAML(MetaLearner):
         train, valid, m = batch.train, batch.valid, batch.num_tasks
         if valid.advantages is None:
             raise ValueError("validation episodes have no advantages (maml_rl.advantages.with_advantages)")
-        theta = self.adam.sync(self.policy)
+        self.adam.sync(self.policy)
         actions, advantages, mask = (by_task(x, m) for x in (valid.actions, valid.advantages, valid.mask))
         old_dist = batched_forward(self.policy, batch.adapted, by_task(valid.observations, m))
         old_log_probs = self.policy.log_prob(old_dist, actions).detach()
@@ -72,11 +72,11 @@ class FirstOrderMAML(MetaLearner):
         old_train: list[Any] = []
         losses, grad_norms = [], []
         for _ in range(self.settings.num_steps):
-            path = adapt_path(self.policy, task_params(theta, m), train, self.maml.fast_lr, create_graph=False,
+            params = self.adam.task_leaves(m)
+            path = adapt_path(self.policy, params, train, self.maml.fast_lr, create_graph=False,
                               loss=self.inner_loss)
             dist = batched_forward(self.policy, path[-1], by_task(valid.observations, m))
-            loss = self.reducer.task_mean(
-                surrogate_loss(self.policy.log_prob(dist, actions), old_log_probs, advantages, mask))
+            task_losses = surrogate_loss(self.policy.log_prob(dist, actions), old_log_probs, advantages, mask)
             if emaml:
                 assert post_returns is not None
                 for k, (params, episodes) in enumerate(zip(path, train, strict=False)):
@@ -84,9 +84,9 @@ class FirstOrderMAML(MetaLearner):
                     log_probs = self.policy.log_prob(batched_forward(self.policy, params, obs), acts)
                     if len(old_train) <= k:
                         old_train.append(log_probs.detach())
-                    loss = loss + self.reducer.task_mean(
-                        emaml_loss(log_probs, old_train[k], by_task(episodes.mask, m), post_returns))
-            grad_norms.append(self.adam.minimize(loss))
+                    task_losses = task_losses + emaml_loss(log_probs, old_train[k], by_task(episodes.mask, m),
+                                                           post_returns)
+            grad_norms.append(self.adam.minimize(task_losses, params))
             losses.append(self.adam.last_loss)
         return self.adam.params(), {
             "outer/loss_first": losses[0],

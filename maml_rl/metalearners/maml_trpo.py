@@ -17,10 +17,13 @@ term for the pre-update sampling distribution, Stadie et al. 2018).
 ``pretrained`` is the same TRPO step with no inner steps (``K = 0``): multi-task TRPO on the task distribution,
 the MAML paper's "pretrained" baseline.
 
-Data-parallel (``self.reducer`` distributed): each rank holds ``M / R`` tasks; the surrogate, its gradient, every
-Fisher-vector product (damping added once, after the sum), ``sᵀFs`` and every line-search value (loss and KL) are
-this rank's sum over its tasks divided by ``M``, all-reduced, so conjugate gradient and the line search run
-identically on every rank.
+Every mean over tasks is taken from per-task values: the gradient and every Fisher-vector product are taken with
+respect to per-task copies of ``θ`` (:func:`maml_rl.policies.task_leaves`), so each task's share ``[M, P]`` is
+computed from its own data alone, and :meth:`~maml_rl.distributed.Reducer.sum_over_tasks` sums them in task order
+(the damping added once, after the sum); the surrogate and the line search's losses and KLs are per-task ``[M]``
+values averaged the same way. Data-parallel (``self.reducer`` distributed), each rank holds ``M / R`` tasks and the
+reducer gathers the rows of all ranks first: conjugate gradient and the line search run identically on every rank,
+and their numbers do not depend on the number of ranks.
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ from maml_rl.metalearners.base import MetaLearner, check_finite, register
 from maml_rl.optim.trpo import (
     LineSearchResult,
     conjugate_gradient,
-    flat_grad,
     gauss_newton_vector_product,
     line_search,
+    per_task_flat_grad,
 )
-from maml_rl.policies import DistParams, Params, batched_forward, task_params
+from maml_rl.policies import DistParams, Params, batched_forward, task_leaves, task_params
 
 ESTIMATORS = ("reinforce", "dice", "e-maml")
 
@@ -137,9 +140,16 @@ class MAMLTRPO(MetaLearner):
 
     def adapted_path(self, params: Params, train: Sequence[Episodes], num_tasks: int, create_graph: bool
                      ) -> list[Params]:
-        """``[θ_0 … θ_K]`` per task (``[M, ...]`` each) from the shared ``params`` and the training batches."""
-        return adapt_path(self.policy, task_params(params, num_tasks), train, self.maml.fast_lr,
-                          create_graph=create_graph, loss=self.inner_loss)
+        """``[θ_0 … θ_K]`` per task (``[M, ...]`` each) from the shared ``params`` (or per-task ``[M, ...]`` ones,
+        e.g. :func:`~maml_rl.policies.task_leaves`) and the training batches."""
+        if not self._is_per_task(params, num_tasks):
+            params = task_params(params, num_tasks)
+        return adapt_path(self.policy, params, train, self.maml.fast_lr, create_graph=create_graph,
+                          loss=self.inner_loss)
+
+    def _is_per_task(self, params: Params, num_tasks: int) -> bool:
+        shapes = dict(self.policy.named_parameters())
+        return all(p.dim() == shapes[n].dim() + 1 and p.shape[0] == num_tasks for n, p in params.items())
 
     def adapted_params(self, params: Params, train: Sequence[Episodes], num_tasks: int, create_graph: bool) -> Params:
         """``θ'_m`` for every task: ``[M, ...]``."""
@@ -156,18 +166,16 @@ class MAMLTRPO(MetaLearner):
         return self._validation_dist(adapted, valid)
 
     def surrogate(self, dist: DistParams, valid: Episodes, old_log_probs: Tensor) -> Tensor:
-        """Mean over tasks of the masked TRPO surrogate (a scalar; this rank's share when data-parallel)."""
+        """The masked TRPO surrogate of every task: ``[M]`` (this rank's tasks when data-parallel)."""
         m = valid.num_tasks
         if valid.advantages is None:
             raise ValueError("validation episodes have no advantages (maml_rl.advantages.with_advantages)")
         log_probs = self.policy.log_prob(dist, by_task(valid.actions, m))
-        return self.reducer.task_mean(
-            surrogate_loss(log_probs, old_log_probs, by_task(valid.advantages, m), by_task(valid.mask, m)))
+        return surrogate_loss(log_probs, old_log_probs, by_task(valid.advantages, m), by_task(valid.mask, m))
 
     def kl(self, old_dist: DistParams, dist: Sequence[Tensor], valid: Episodes) -> Tensor:
-        """Mean over tasks of the masked mean KL(π_old' ‖ π_θ') (a scalar; this rank's share when data-parallel)."""
-        return self.reducer.task_mean(mean_kl(self.policy.kl(old_dist, tuple(dist)),
-                                              by_task(valid.mask, valid.num_tasks)))
+        """The masked mean KL(π_old' ‖ π_θ') of every task: ``[M]`` (this rank's tasks when data-parallel)."""
+        return mean_kl(self.policy.kl(old_dist, tuple(dist)), by_task(valid.mask, valid.num_tasks))
 
     def _train_log_probs(self, path: Sequence[Params], train: Sequence[Episodes]) -> list[Tensor]:
         """``[M, T, E]`` log-probabilities of each training batch under the parameters ``θ_k`` of its step."""
@@ -178,18 +186,19 @@ class MAMLTRPO(MetaLearner):
         return result
 
     def emaml_term(self, path: Sequence[Params], train: Sequence[Episodes], old: _Old) -> Tensor:
-        """E-MAML's term (:func:`maml_rl.losses.emaml_loss`) summed over inner steps, mean over tasks (a scalar)."""
+        """E-MAML's term (:func:`maml_rl.losses.emaml_loss`) summed over inner steps, per task: ``[M]``."""
         assert old.post_returns is not None
-        total = torch.zeros((), dtype=old.log_probs.dtype, device=old.log_probs.device)
+        total = torch.zeros(len(old.post_returns), dtype=old.log_probs.dtype, device=old.log_probs.device)
         for log_probs, old_log_probs, batch in zip(self._train_log_probs(path, train), old.train_log_probs, train,
                                                    strict=True):
             mask = by_task(batch.mask, batch.num_tasks)
-            total = total + self.reducer.task_mean(emaml_loss(log_probs, old_log_probs, mask, old.post_returns))
+            total = total + emaml_loss(log_probs, old_log_probs, mask, old.post_returns)
         return total
 
     def objective(self, params: Params, batch: MetaBatch, old: _Old, create_graph: bool
                   ) -> tuple[Tensor, DistParams]:
-        """The outer loss at ``params`` (surrogate, plus E-MAML's term) and the adapted validation distribution."""
+        """The outer loss of every task ``[M]`` at ``params`` (surrogate, plus E-MAML's term) and the adapted
+        validation distribution."""
         second_order = create_graph and not self.first_order
         path = self.adapted_path(params, batch.train, batch.num_tasks, create_graph=second_order)
         dist = self._validation_dist(path[-1], batch.valid)
@@ -210,10 +219,13 @@ class MAMLTRPO(MetaLearner):
         if valid.advantages is None or any(b.advantages is None for b in train):
             raise ValueError("every batch needs advantages (maml_rl.advantages.with_advantages)")
         settings = self.settings
-        names = [name for name, _ in self.policy.named_parameters()]
-        leaves = [p.detach().clone().requires_grad_() for _, p in self.policy.named_parameters()]
-        params = dict(zip(names, leaves, strict=True))
+        reducer = self.reducer
+        shared = {name: p.detach() for name, p in self.policy.named_parameters()}
+        names = list(shared)
         m = valid.num_tasks
+        total_tasks = reducer.total_tasks(m)
+        params = task_leaves(shared, m)  # per-task copies: gradients and products come per task, [M, P]
+        leaves = list(params.values())
 
         second_order = not self.first_order
         path = self.adapted_path(params, train, m, create_graph=second_order)
@@ -223,28 +235,24 @@ class MAMLTRPO(MetaLearner):
         if self.emaml:
             train_log_probs = tuple(x.detach() for x in self._train_log_probs(path, train))
             old = _Old(old.dist, old.log_probs, train_log_probs, standardized_task_returns(valid, self.reducer))
-        loss = self.surrogate(dist, valid, old.log_probs)
+        task_losses = self.surrogate(dist, valid, old.log_probs)
         if self.emaml:
-            loss = loss + self.emaml_term(path, train, old)
-        reducer = self.reducer
-        if reducer.distributed:  # this rank's shares of the loss and gradient, summed in one collective
-            *summed, total = reducer.sum_grads([flat_grad(loss, leaves, retain_graph=True), loss.detach().reshape(1)])
-            grad, loss_value = summed[0], total.reshape(())
-        else:
-            loss_value = loss.detach()
-            check_finite("surrogate loss", loss_value)
-            grad = flat_grad(loss, leaves, retain_graph=True)
+            task_losses = task_losses + self.emaml_term(path, train, old)
+        loss_value = reducer.mean_over_tasks(task_losses.detach())
         check_finite("surrogate loss", loss_value)
+        grad = reducer.sum_over_tasks(per_task_flat_grad(task_losses.sum() / total_tasks, leaves, retain_graph=True))
         check_finite("surrogate gradient", grad)
         old_loss = float(loss_value)
-        old_vector = torch.cat([leaf.detach().reshape(-1) for leaf in leaves])
+        shared_list = list(shared.values())
+        old_vector = torch.cat([p.reshape(-1) for p in shared_list])
         if not bool(grad.any()):  # e.g. all advantages zero: nothing to improve, keep θ
-            return self._unflatten(names, leaves, old_vector), self._metrics(old_loss, None, 0.0, grad)
-        local_product = gauss_newton_vector_product(dist, leaves, lambda d: self.kl(old_dist, d, valid))
+            return self._unflatten(names, shared_list, old_vector), self._metrics(old_loss, None, 0.0, grad)
+        task_products = gauss_newton_vector_product(
+            dist, leaves, lambda d: self.kl(old_dist, d, valid).sum() / total_tasks, per_task=True)
 
         def fisher_product(vector: Tensor) -> Tensor:
-            """``(F + damping·I) v``: every rank's share of ``F v`` summed, the damping added once."""
-            return reducer.sum(local_product(vector)) + settings.cg_damping * vector
+            """``(F + damping·I) v``: the tasks' shares of ``F v`` summed in task order, the damping added once."""
+            return reducer.sum_over_tasks(task_products(vector)) + settings.cg_damping * vector
 
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
         shs = cg.x @ fisher_product(cg.x)
@@ -255,15 +263,15 @@ class MAMLTRPO(MetaLearner):
         full_step = math.sqrt(2 * settings.max_kl / float(shs)) * cg.x
 
         def evaluate(fraction: float) -> tuple[float, float]:
-            candidate = self._unflatten(names, leaves, old_vector - fraction * full_step)
-            new_loss, new_dist = self.objective(candidate, batch, old, create_graph=False)
-            values = reducer.sum(torch.stack([new_loss.detach(), self.kl(old_dist, new_dist, valid).detach()]))
+            candidate = self._unflatten(names, shared_list, old_vector - fraction * full_step)
+            new_losses, new_dist = self.objective(candidate, batch, old, create_graph=False)
+            values = reducer.mean_over_tasks(torch.stack([new_losses, self.kl(old_dist, new_dist, valid)], dim=1))
             return float(values[0]), float(values[1])
 
         with torch.no_grad():
             result = line_search(evaluate, old_loss, settings.max_kl, settings.ls_max_steps, settings.ls_backtrack)
         vector = old_vector - result.step_fraction * full_step if result.accepted else old_vector
-        return self._unflatten(names, leaves, vector), self._metrics(old_loss, result, cg.residual_norm, grad)
+        return self._unflatten(names, shared_list, vector), self._metrics(old_loss, result, cg.residual_norm, grad)
 
     @staticmethod
     def _unflatten(names: Sequence[str], like: Sequence[Tensor], vector: Tensor) -> Params:

@@ -82,18 +82,16 @@ class ProMP(MetaLearner):
             old_inner = [batched_forward(self.policy, p, obs) for p, obs in zip(old_path, train_obs, strict=False)]
         metrics: dict[str, float] = {}
         for s in range(settings.num_steps):
-            path = adapt_path(self.policy, task_params(theta, m), train, self.maml.fast_lr, create_graph=True,
-                              loss=self.inner_loss)
+            params = self.adam.task_leaves(m)
+            path = adapt_path(self.policy, params, train, self.maml.fast_lr, create_graph=True, loss=self.inner_loss)
             log_probs = self.policy.log_prob(batched_forward(self.policy, path[-1], by_task(valid.observations, m)),
                                              actions)
-            clip_loss = self.reducer.task_mean(
-                clipped_surrogate_loss(log_probs, old_log_probs, advantages, mask, settings.clip))
-            inner_kl = torch.zeros((), dtype=clip_loss.dtype, device=clip_loss.device)
-            for old_dist, params, obs, episodes in zip(old_inner, path, train_obs, train, strict=False):
-                kl = self.policy.kl(old_dist, batched_forward(self.policy, params, obs))
-                inner_kl = inner_kl + self.reducer.task_mean(mean_kl(kl, by_task(episodes.mask, m)))
-            loss = clip_loss + settings.inner_kl_penalty * inner_kl
-            grad_norm = self.adam.minimize(loss)
+            clip_loss = clipped_surrogate_loss(log_probs, old_log_probs, advantages, mask, settings.clip)  # [M]
+            inner_kl = torch.zeros_like(clip_loss)
+            for old_dist, step_params, obs, episodes in zip(old_inner, path, train_obs, train, strict=False):
+                kl = self.policy.kl(old_dist, batched_forward(self.policy, step_params, obs))
+                inner_kl = inner_kl + mean_kl(kl, by_task(episodes.mask, m))
+            grad_norm = self.adam.minimize(clip_loss + settings.inner_kl_penalty * inner_kl, params)
             if s == 0:
                 metrics["outer/loss_first"] = self.adam.last_loss
                 metrics["outer/grad_norm"] = grad_norm
@@ -101,10 +99,10 @@ class ProMP(MetaLearner):
                 with torch.no_grad():
                     ratio = (log_probs - old_log_probs).exp()
                     clipped = ((ratio - 1.0).abs() > settings.clip).to(ratio.dtype)
-                    summed = self.reducer.sum(torch.stack([inner_kl.detach(), (clipped * mask).sum(), mask.sum()]))
+                    counts = self.reducer.sum(torch.stack([(clipped * mask).sum(), mask.sum()]))
                     metrics["outer/loss_last"] = self.adam.last_loss
-                    metrics["promp/clip_fraction"] = float(summed[1] / summed[2].clamp(min=1.0))
-                    metrics["promp/inner_kl"] = float(summed[0])
+                    metrics["promp/clip_fraction"] = float(counts[0] / counts[1].clamp(min=1.0))
+                    metrics["promp/inner_kl"] = float(self.reducer.mean_over_tasks(inner_kl.detach()))
         return self.adam.params(), metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -43,12 +43,12 @@ class Reptile(MetaLearner):
 
     def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
         theta = self.shared_params()
-        reducer = self.reducer
-        if reducer.distributed:  # this rank's sum over its tasks / M, summed over ranks (one collective)
-            shares = [(batch.adapted[name] - p.unsqueeze(0)).sum(0) / reducer.num_tasks for name, p in theta.items()]
-            means = dict(zip(theta, reducer.sum_grads(shares), strict=True))
-        else:
-            means = {name: (batch.adapted[name] - p.unsqueeze(0)).mean(0) for name, p in theta.items()}
+        # θ'_m − θ for this rank's tasks, flattened [M / R, P]; averaged over all M tasks in task order (one
+        # collective when data-parallel, the same for any number of ranks)
+        deltas = torch.cat([(batch.adapted[name] - p.unsqueeze(0)).flatten(1) for name, p in theta.items()], dim=1)
+        mean = self.reducer.mean_over_tasks(deltas)
+        pieces = torch.split(mean, [p.numel() for p in theta.values()])
+        means = {name: piece.view_as(p) for (name, p), piece in zip(theta.items(), pieces, strict=True)}
         new = {name: p + self.settings.beta * means[name] for name, p in theta.items()}
         check_finite("reptile step", new.values())
         norm = torch.cat([(new[name] - p).reshape(-1) for name, p in theta.items()]).norm()

@@ -21,6 +21,15 @@ def flat_grad(output: Tensor, inputs: Sequence[Tensor], retain_graph: bool | Non
     return torch.cat(pieces)
 
 
+def per_task_flat_grad(output: Tensor, inputs: Sequence[Tensor], retain_graph: bool | None = None) -> Tensor:
+    """Gradient of a scalar with respect to per-task leaves ``[M, ...]`` (:func:`maml_rl.policies.task_leaves`),
+    flattened per task: ``[M, P]`` (zeros for unused inputs)."""
+    grads = torch.autograd.grad(output, list(inputs), retain_graph=retain_graph, allow_unused=True)
+    pieces = [(torch.zeros_like(x) if g is None else g).reshape(x.shape[0], -1) for g, x in zip(grads, inputs,
+                                                                                               strict=True)]
+    return torch.cat(pieces, dim=1)
+
+
 def hessian_vector_product(
     scalar: Tensor, inputs: Sequence[Tensor], damping: float = 0.0
 ) -> Callable[[Tensor], Tensor]:
@@ -42,6 +51,7 @@ def gauss_newton_vector_product(
     inputs: Sequence[Tensor],
     loss_of_outputs: Callable[[Sequence[Tensor]], Tensor],
     damping: float = 0.0,
+    per_task: bool = False,
 ) -> Callable[[Tensor], Tensor]:
     """Return ``v -> Jᵀ H J v + damping·v`` for flat ``v [P]``.
 
@@ -51,8 +61,15 @@ def gauss_newton_vector_product(
     third-order terms a Hessian-vector product of the KL would differentiate through (docs/architecture.md §5).
 
     ``J v`` uses the double-vjp identity ``J v = ∂/∂u (Jᵀ u) · v``; ``outputs`` must carry a graph to ``inputs``.
+
+    With ``per_task`` the inputs are per-task leaves ``[M, ...]`` (:func:`maml_rl.policies.task_leaves`) of one
+    shared parameter vector of size ``P``, ``loss_of_outputs`` is a sum of per-task terms, and the product returns
+    every task's share ``[M, P]`` (``v`` applied to every task; their sum is the product for the shared
+    parameters; ``damping`` must then be added by the caller, once, after the sum).
     """
     inputs = list(inputs)
+    if per_task and damping:
+        raise ValueError("per_task products are summed by the caller, who adds the damping once")
     points = [y.detach().requires_grad_() for y in outputs]
     with torch.enable_grad():
         output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
@@ -60,15 +77,20 @@ def gauss_newton_vector_product(
         transposed = torch.autograd.grad(
             list(outputs), inputs, grad_outputs=dummies, create_graph=True, materialize_grads=True
         )
-    sizes = [x.numel() for x in inputs]
+    shapes = [x.shape[1:] if per_task else x.shape for x in inputs]
+    sizes = [shape.numel() for shape in shapes]
 
     def product(vector: Tensor) -> Tensor:
-        pieces = [piece.view_as(x) for piece, x in zip(torch.split(vector.detach(), sizes), inputs, strict=True)]
+        pieces = [piece.view(shape) for piece, shape in zip(torch.split(vector.detach(), sizes), shapes, strict=True)]
+        if per_task:
+            pieces = [piece.unsqueeze(0).expand_as(x) for piece, x in zip(pieces, inputs, strict=True)]
         jv = torch.autograd.grad(transposed, dummies, grad_outputs=pieces, retain_graph=True,
                                  materialize_grads=True)
         hjv = torch.autograd.grad(output_grads, points, grad_outputs=jv, retain_graph=True, materialize_grads=True)
         jthjv = torch.autograd.grad(list(outputs), inputs, grad_outputs=hjv, retain_graph=True,
                                     materialize_grads=True)
+        if per_task:
+            return torch.cat([g.reshape(g.shape[0], -1) for g in jthjv], dim=1)
         return torch.cat([g.reshape(-1) for g in jthjv]) + damping * vector
 
     return product
