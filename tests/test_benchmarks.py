@@ -30,6 +30,18 @@ def test_meta_iteration_prints_phases():
     assert "seconds per meta-iteration" in out and "environment steps / iteration        40" in out, out
 
 
+def test_outer_step_prints_its_passes_and_the_cg_identity():
+    out = run_script(
+        "outer_step.py", "navigation-2d/paper", "--repeats", "1", "--set", "maml.meta_batch_size=2",
+        "--set", "maml.fast_batch_size=2", "--set", "env.horizon=5", "--set", "policy.hidden_sizes=[8]",
+    )
+    for name in ("graph (second-order forward)", "meta-gradient (backward)", "fvp setup", "fvp ",
+                 "line-search evaluation", "whole step (measured)"):
+        assert name in out, out
+    difference = float(out.split("relative difference ")[1].split(")")[0])
+    assert difference < 1e-3, out  # sᵀFs from CG's residual agrees with one more product
+
+
 def test_sampler_throughput_prints_ratio():
     out = run_script(
         "sampler_throughput.py", "--family", "halfcheetah-vel", "--tasks", "2", "--episodes", "2",

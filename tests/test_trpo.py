@@ -35,6 +35,18 @@ def test_conjugate_gradient_reports_residual_after_few_iterations():
     assert result.residual_norm > 1e-3  # 3 iterations cannot solve a 20-eigenvalue system
 
 
+@pytest.mark.parametrize("iterations", [1, 3, 10, 40])
+def test_conjugate_gradient_gives_x_a_x_without_another_product(iterations):
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(40, 40, generator=g, dtype=torch.float64)
+    spd = a @ a.T + 1e-3 * torch.eye(40, dtype=torch.float64)  # ill-conditioned, like a damped Fisher matrix
+    b = torch.randn(40, generator=g, dtype=torch.float64)
+    calls = []
+    result = conjugate_gradient(lambda v: calls.append(1) or spd @ v, b, iterations=iterations, tolerance=0.0)
+    assert len(calls) == iterations  # one product per iteration, none for xᵀAx
+    assert float(result.x_a_x) == pytest.approx(float(result.x @ spd @ result.x), rel=1e-9)
+
+
 def test_line_search_backtracks_and_rejects():
     tried = []
 

@@ -8,7 +8,8 @@ validation batch ``D'`` (sampled with ``θ_K``), one step:
    ``first_order``), and the old adapted policy ``π_old'`` at the current ``θ`` (constants);
 2. surrogate ``L(θ) = mean_m −Σ mask·exp(log π_θ' − log π_old')·A / Σ mask`` and its gradient ``g``;
 3. ``s = F⁻¹ g`` by conjugate gradient with exact Fisher-vector products (Hessian of the mean KL);
-4. full step ``√(2δ / sᵀFs)·s`` and a backtracking line search accepting lower surrogate with KL ≤ δ.
+4. full step ``√(2δ / sᵀFs)·s`` (``sᵀFs = sᵀ(g − r)`` from CG's final residual ``r``, no further product) and a
+   backtracking line search accepting lower surrogate with KL ≤ δ.
 
 ``estimator`` chooses how the inner step is differentiated: ``reinforce`` (MAML), ``dice`` (the DiCE inner loss,
 Foerster et al. 2018, whose second derivatives are unbiased), or ``e-maml`` (REINFORCE inner loss plus E-MAML's
@@ -255,7 +256,7 @@ class MAMLTRPO(MetaLearner):
             return reducer.sum_over_tasks(task_products(vector)) + settings.cg_damping * vector
 
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
-        shs = cg.x @ fisher_product(cg.x)
+        shs = cg.x_a_x  # sᵀ(F + damping)s from CG's residual, without another product
         check_finite("conjugate-gradient step", cg.x)
         check_finite("sᵀFs", shs)
         if float(shs) <= 0:

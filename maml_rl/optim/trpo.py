@@ -98,10 +98,15 @@ def gauss_newton_vector_product(
 
 @dataclass(frozen=True)
 class CGResult:
-    """Solution ``x`` of ``A x = b`` and the final residual norm ``‖b − A x‖``."""
+    """Solution ``x`` of ``A x = b``, the final residual norm ``‖b − A x‖`` and ``xᵀ A x``.
+
+    ``x_a_x`` comes from conjugate gradient's own vectors, without another product: ``A x = b − r`` for the final
+    residual ``r``, so ``xᵀ A x = xᵀ (b − r)`` (TRPO's ``sᵀ F s``; one Fisher-vector product saved per step).
+    """
 
     x: Tensor
     residual_norm: float
+    x_a_x: Tensor
 
 
 def conjugate_gradient(
@@ -125,7 +130,8 @@ def conjugate_gradient(
         rr_new = r @ r
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return CGResult(x=x.detach(), residual_norm=float(rr.sqrt()))
+    x = x.detach()
+    return CGResult(x=x, residual_norm=float(rr.sqrt()), x_a_x=(x @ (b - r)).detach())
 
 
 @dataclass(frozen=True)
