@@ -4,7 +4,7 @@
     maml-rl train --resume RUN_DIR [--allow-config-change] [--nproc R]
     torchrun --nnodes … --nproc-per-node … -m maml_rl.cli train CONFIG --output RUN_DIR   (multi-node)
     maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--seed 0]
-                     [--compare RUN_DIR …] [--random] [--output DIR]
+                     [--compare RUN_DIR …] [--random] [--output DIR] [--nproc R]
     maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
 
 Every user error (bad config key or value, unknown family, missing GPU, unusable checkpoint, unknown metric) ends
@@ -66,16 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     # The config is read and validated before torch is imported: a bad key fails in a fraction of a second.
     from maml_rl.rundir import CONFIG_FILE, check_writable
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.nproc is not None:
-        if args.nproc < 1:
-            raise UsageError(f"--nproc: expected a number of processes >= 1, got {args.nproc}")
-        if world_size > 1 and args.nproc != 1:
-            raise UsageError("--nproc inside a torchrun job: the launcher already started the processes; drop "
-                             "--nproc")
-    if args.collective_timeout <= 0:
-        raise UsageError(f"--collective-timeout: expected seconds > 0, got {args.collective_timeout}")
-
+    world_size = _check_processes(args)
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
@@ -124,9 +115,25 @@ def _train(args: argparse.Namespace) -> int:
         world.close()
 
 
+def _check_processes(args: argparse.Namespace) -> int:
+    """Check ``--nproc`` and ``--collective-timeout``; returns the launcher's ``WORLD_SIZE`` (1 without one)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UsageError(f"--nproc: expected a number of processes >= 1, got {args.nproc}")
+        if world_size > 1 and args.nproc != 1:
+            raise UsageError("--nproc inside a torchrun job: the launcher already started the processes; drop "
+                             "--nproc")
+    if args.collective_timeout <= 0:
+        raise UsageError(f"--collective-timeout: expected seconds > 0, got {args.collective_timeout}")
+    return world_size
+
+
 def _launch(args: argparse.Namespace, nproc: int, run_dir: Path | None) -> int:
-    """``maml-rl train … --nproc R``: the same command in ``R`` local processes through ``torch.distributed.run``
-    (standalone rendezvous); returns the launcher's exit status."""
+    """``maml-rl train|evaluate … --nproc R``: the same command in ``R`` local processes through
+    ``torch.distributed.run`` (standalone rendezvous), with ``--output run_dir`` added when the command had no
+    ``--output`` (so every rank writes to, or reads, the directory this process chose); returns the launcher's
+    exit status."""
     import subprocess
 
     argv = list(args.argv)
@@ -214,12 +221,16 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    world_size = _check_processes(args)
     import torch
 
     from maml_rl import evaluation, resources
     from maml_rl.build import resolve_device
+    from maml_rl.distributed import World, check_shardable
 
     protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)
+    nproc = args.nproc if args.nproc is not None else world_size
+    check_shardable(protocol.num_tasks, nproc, key="--tasks")
     if args.output:
         output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
@@ -233,19 +244,31 @@ def _evaluate(args: argparse.Namespace) -> int:
         evaluation.check_output(output)
     device = resolve_device(args.device or primary.config.train.device, "--device" if args.device else "train.device")
     evaluation.check_memory(rows, protocol, device)
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args, nproc, output)
+    world = World.from_env()
+    device = world.device(device)
     threads, warning = resources.cap_threads(primary.config.train.num_threads)  # as the trainer
-    if warning:
+    if warning and world.is_main:
         print(f"maml-rl: warning: {warning}", file=sys.stderr)
     torch.set_num_threads(threads)
+    world.init(device, args.collective_timeout)
     curves = []
     try:
         for row in rows:
-            print(f"evaluating {row.label} ({'k = 0 only' if row.oracle else f'k = 0 … {protocol.num_steps}'})",
-                  file=sys.stderr)
-            curves.append(evaluation.evaluate_row(row, protocol, device))
+            if world.is_main:
+                steps = "k = 0 only" if row.oracle else f"k = 0 … {protocol.num_steps}"
+                ranks = f", {world.size} processes" if world.distributed else ""
+                print(f"evaluating {row.label} ({steps}{ranks})", file=sys.stderr)
+            curves.append(evaluation.evaluate_row(row, protocol, device, world))
     except KeyboardInterrupt:
-        print("interrupted; nothing written", file=sys.stderr)
+        if world.is_main:
+            print("interrupted; nothing written", file=sys.stderr)
         return 130
+    finally:
+        world.close()
+    if not world.is_main:
+        return 0
     evaluation.write_outputs(output, curves, protocol, family=primary.config.env.family)
     print(evaluation.table(curves))
     print(f"wrote {output}", file=sys.stderr)
@@ -318,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "RUN_DIR/compare-iterN with comparison rows; never "
                                                           "overwritten)")
     evaluate.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's train.device)")
+    evaluate.add_argument("--nproc", type=int, metavar="R",
+                          help="evaluate in R local processes (torch.distributed.run), each running --tasks / R of "
+                               "the tasks; the same numbers as one process. Under your own torchrun, leave it out")
+    evaluate.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+                          help="with several processes: a rank that waits this long for the others stops the job "
+                               "(default: 300)")
     evaluate.set_defaults(handler=_evaluate)
 
     plot = commands.add_parser("plot", help="learning curves of several runs from their metrics.csv")

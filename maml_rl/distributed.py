@@ -59,8 +59,11 @@ class Shard:
         return self.start * per_task, self.total * per_task
 
 
-def check_shardable(num_tasks: int, world_size: int) -> None:
+def check_shardable(num_tasks: int, world_size: int, key: str = "maml.meta_batch_size") -> None:
     """Refuse a split of ``num_tasks`` tasks over ``world_size`` ranks that is not into equal non-empty shards.
+
+    Args:
+        key: how the number of tasks is named in the message (the config key, or ``--tasks`` for evaluation).
 
     Raises:
         ShardError: ``world_size < 1``, more ranks than tasks, or ``num_tasks % world_size != 0``.
@@ -68,11 +71,10 @@ def check_shardable(num_tasks: int, world_size: int) -> None:
     if world_size < 1:
         raise ShardError(f"the number of processes must be at least 1, got {world_size}")
     if world_size > num_tasks:
-        raise ShardError(f"{world_size} processes for maml.meta_batch_size={num_tasks} tasks: at most one process "
-                         "per task")
+        raise ShardError(f"{world_size} processes for {key}={num_tasks} tasks: at most one process per task")
     if num_tasks % world_size:
-        raise ShardError(f"maml.meta_batch_size={num_tasks} is not divisible by {world_size} processes; choose a "
-                         f"number of processes that divides it")
+        raise ShardError(f"{key}={num_tasks} is not divisible by {world_size} processes; choose a number of "
+                         "processes that divides it")
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,9 @@ class World:
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
-    def shard(self, num_tasks: int) -> Shard:
-        """This rank's contiguous tasks (:func:`check_shardable` first)."""
-        check_shardable(num_tasks, self.size)
+    def shard(self, num_tasks: int, key: str = "maml.meta_batch_size") -> Shard:
+        """This rank's contiguous tasks (:func:`check_shardable` first; ``key`` names the count in its message)."""
+        check_shardable(num_tasks, self.size, key)
         size = num_tasks // self.size
         return Shard(self.rank * size, (self.rank + 1) * size, num_tasks)
 

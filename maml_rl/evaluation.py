@@ -33,6 +33,7 @@ from maml_rl.build import Generators, build_family, build_policy, horizon_of, po
 from maml_rl.checkpoint import CheckpointError, check_fits, checkpoint_path, load_checkpoint
 from maml_rl.collect import collect
 from maml_rl.config import Config, load_config
+from maml_rl.distributed import World
 from maml_rl.errors import EvaluationError, NonFiniteError
 from maml_rl.logging import write_adaptation_results
 from maml_rl.metalearners import inner_loss_of
@@ -139,12 +140,15 @@ def step_sizes(fast_lr: float, num_steps: int) -> tuple[float, ...]:
 
 
 def adaptation_returns(
-    policy: Policy, config: Config, protocol: Protocol, num_steps: int, device: torch.device
+    policy: Policy, config: Config, protocol: Protocol, num_steps: int, device: torch.device,
+    world: World | None = None,
 ) -> np.ndarray:
     """Run the protocol for one policy: ``[num_steps + 1, n]`` per-task mean returns after ``k`` steps.
 
     One :func:`maml_rl.collect.collect` over ``n`` held-out tasks (``n × E`` sub-environments) with step sizes
-    ``α, α/2, …``: the same sample → advantages → adapt path as meta-training.
+    ``α, α/2, …``: the same sample → advantages → adapt path as meta-training. With a distributed ``world`` each
+    rank runs its contiguous shard of the tasks (its rows of the ``n × E`` sub-environments, so resets and action
+    noise are those of one process running all of them) and every rank returns all ``n`` tasks' returns.
 
     Args:
         policy: holds ``θ_0`` (not modified).
@@ -152,29 +156,38 @@ def adaptation_returns(
         protocol: tasks, episodes and seed.
         num_steps: ``K`` (the protocol's, or 0 for an oracle).
         device: where the environment and the policy run.
+        world: the ranks of a data-parallel evaluation (None: this process alone).
     """
+    world = world if world is not None else World()
     family = build_family(config)
     streams = evaluation_streams(protocol.seed, device)
     n, per_task = protocol.num_tasks, protocol.episodes_per_task
+    shard = world.shard(n, key="--tasks")
     env = family.make_vector_env(
-        n * per_task, max_episode_steps=horizon_of(config, family), device=family.env_device(device)
+        shard.size * per_task, max_episode_steps=horizon_of(config, family), device=family.env_device(device)
     )
-    env.set_tasks(envs.repeat_tasks(family.sample_tasks(n, streams.tasks), per_task))
+    if world.distributed:
+        env.set_rows(*shard.rows(per_task))
+    tasks = family.sample_tasks(n, streams.tasks)
+    env.set_tasks(envs.repeat_tasks({key: value[shard.start:shard.stop] for key, value in tasks.items()}, per_task))
     shared = {name: p.detach() for name, p in policy.named_parameters()}
     try:
-        batch = collect(env, policy, shared, config, n, step_sizes(config.maml.fast_lr, num_steps), streams,
-                        inner_loss_of(config))
+        batch = collect(env, policy, shared, config, shard.size, step_sizes(config.maml.fast_lr, num_steps),
+                        streams, inner_loss_of(config))
     except NonFiniteError as error:
         raise EvaluationError(f"{error} during the evaluation") from error
-    returns = [episodes.task_returns() for episodes in batch.batches]
+    reducer = world.reducer(n)
+    returns = [reducer.gather_tasks(episodes.task_returns()) for episodes in batch.batches]
     for k, task_returns in enumerate(returns):
         if not bool(torch.isfinite(task_returns).all()):
             raise EvaluationError(f"non-finite returns at adaptation step {k}")
     return np.stack([r.cpu().numpy().astype(np.float64) for r in returns])
 
 
-def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu") -> AdaptationCurve:
-    """The adaptation curve of one row; an oracle row gets ``k = 0`` only.
+def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu", world: World | None = None
+                 ) -> AdaptationCurve:
+    """The adaptation curve of one row; an oracle row gets ``k = 0`` only (``world``: see
+    :func:`adaptation_returns`).
 
     Raises:
         EvaluationError: the policy produced non-finite outputs (for instance after an adaptation step).
@@ -183,7 +196,7 @@ def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu
     num_steps = 0 if row.oracle else protocol.num_steps
     policy = row.policy.to(device)
     try:
-        returns = adaptation_returns(policy, row.config, protocol, num_steps, device)
+        returns = adaptation_returns(policy, row.config, protocol, num_steps, device, world)
     except NonFiniteError as error:
         raise EvaluationError(f"{row.label}: {error}") from error
     return AdaptationCurve(row.label, returns, step_sizes(row.config.maml.fast_lr, num_steps), row.source)
