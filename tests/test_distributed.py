@@ -7,6 +7,7 @@ damping (1e-5), on 2D navigation and on a MuJoCo family. The logged metrics are 
 per rank, so they are compared to the issue's relative tolerance, 1e-5 (measured: about 1e-7).
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -194,3 +195,69 @@ def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
     assert "rank      : 1 (local_rank: 1)" in err.split("Root Cause")[1]
     _, state = load_checkpoint(run)  # the last good checkpoint stays usable
     assert state["iteration"] >= 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
+    """Rank 1 stops (SIGSTOP: alive, silent); rank 0's next collective times out and names itself and the cause."""
+    run = tmp_path / "run"
+    marker = f"MAML_RL_TEST_MARKER={tmp_path.name}"
+    command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
+               "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1", "--nproc", "2",
+               "--collective-timeout", "5"]
+    key, value = marker.split("=")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, key: value})
+    pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "checkpoints" / "iter_000002.pt").exists():
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        pid = _pid_of_rank(1, marker.encode())
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        _, err = process.communicate(timeout=90)  # ends, not hangs
+        elapsed = time.monotonic() - stopped
+    finally:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert elapsed < 60, elapsed
+    assert "rank 0:" in err and "another rank probably stopped or hung" in err, err[-2000:]
+    _, state = load_checkpoint(run)  # the last good checkpoint stays usable
+    assert state["iteration"] >= 2
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_on_one_machine_train_like_one_process(tmp_path):
+    """Two `torchrun --nnodes 2` invocations (one process each) meeting at 127.0.0.1, as on two machines."""
+    one = train(tmp_path / "one", 3)
+    two = tmp_path / "two"
+    port = _free_port()
+    nodes = []
+    for node in range(2):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                   "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                   "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(two), *TINY,
+                   "--set", "train.num_iterations=3"]
+        nodes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [node.communicate(timeout=240) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert "(2 processes)" in outputs[0][1]
+    assert_same_run(one, two)
