@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call
 
 import maml_rl.metalearners.maml_trpo as maml_trpo
+from maml_rl.config import ConfigError
 from maml_rl.optim.trpo import (
     conjugate_gradient,
     gauss_newton_vector_product,
@@ -215,3 +216,56 @@ def test_batched_forward_matches_per_task_calls(gaussian_policy):
         torch.testing.assert_close(log_std[m], single[1])
     with pytest.raises(ValueError, match="task rows"):
         batched_forward(gaussian_policy, task_params(dict(gaussian_policy.named_parameters()), 2), obs)
+
+
+def _fd_setup(policy, seed=5):
+    train, valid = random_episodes(seed=seed), random_episodes(seed=seed + 1)
+    if policy.log_std.dtype == torch.float32:
+        train, valid = (e.replace(**{name: getattr(e, name).float() for name in
+                                     ("observations", "actions", "rewards", "mask", "advantages", "values")})
+                        for e in (train, valid))
+    learner = trpo_learner(policy, fast_lr=0.3, fisher="finite-difference", cg_damping=1e-5)
+    batch = meta_batch(learner, [train], valid)
+    shared = learner.shared_params()
+    names, like = list(shared), list(shared.values())
+    theta = torch.cat([p.reshape(-1) for p in like])
+    with torch.no_grad():
+        old_dist = tuple(x.detach() for x in learner.validation_dist(shared, [train], valid, create_graph=False))
+    product = learner._finite_difference_product(names, like, theta, batch, old_dist)
+    return learner, batch, shared, old_dist, theta, product
+
+
+def test_finite_difference_fisher_product_is_the_kl_hessian_in_float64(gaussian_policy):
+    """The reference's formula, (∇KL(θ + εv) − ∇KL(θ − εv)) / 2ε + damping·v, against the exact product."""
+    learner, batch, shared, old_dist, theta, product = _fd_setup(gaussian_policy)
+    leaves = task_leaves(shared, batch.num_tasks)
+    dist = learner.validation_dist(leaves, batch.train, batch.valid, create_graph=True)
+    exact = gauss_newton_vector_product(dist, list(leaves.values()),
+                                        lambda d: learner.kl(old_dist, d, batch.valid).sum() / batch.num_tasks,
+                                        per_task=True)
+    vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2), dtype=theta.dtype)
+    want = exact(vector).sum(0) + 1e-5 * vector
+    torch.testing.assert_close(product(vector), want, rtol=1e-4, atol=1e-8)
+    assert (want - 1e-5 * vector).norm() > 1e-3
+
+
+def test_finite_difference_fisher_product_collapses_to_the_damping_in_float32():
+    """What the paper's numbers came from: in float32 the perturbation ε·v (ε = 1e-8 / ‖θ‖) is below the
+    resolution of every parameter that is not near zero, so the product is damping·v exactly."""
+    from maml_rl.policies import GaussianMLPPolicy
+
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(6,), activation="tanh", init_std=0.8,
+                               generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for p in policy.parameters():  # no parameter near zero (zeros would register any perturbation)
+            p.copy_(p.sign() * (p.abs() + 0.5) + (p == 0) * 0.5)
+    _, _, _, _, theta, product = _fd_setup(policy)
+    vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(product(vector), 1e-5 * vector)
+
+
+def test_unknown_fisher_product_is_refused():
+    from maml_rl.metalearners.maml_trpo import TRPOSettings
+
+    with pytest.raises(ConfigError, match=r"algorithm\.options\.fisher.*exact, finite-difference"):
+        TRPOSettings(fisher="diagonal")

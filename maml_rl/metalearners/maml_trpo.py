@@ -55,6 +55,9 @@ from maml_rl.optim.trpo import (
 from maml_rl.policies import DistParams, Params, batched_forward, task_leaves, task_params
 
 ESTIMATORS = ("reinforce", "dice", "e-maml")
+FISHER_PRODUCTS = ("exact", "finite-difference")
+#: the reference code's finite-difference step: ε = FD_BASE_EPS / ‖θ‖ (rllab's FiniteDifferenceHvp, base_eps)
+FD_BASE_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class TRPOSettings:
     """Backtracking line-search steps."""
     ls_backtrack: float = 0.8
     """Step-size ratio between line-search steps."""
+    fisher: str = "exact"
+    """How Fisher-vector products are computed: ``exact`` (Gauss-Newton products through the adaptation) or
+    ``finite-difference``, the reference code's (cbfinn/maml_rl, ``FiniteDifferenceHvp``): symmetric differences
+    of the mean KL's gradient at ``θ ± εv``, ``ε = 1e-8 / ‖θ‖``, in float32, plus damping. That perturbation is
+    below float32's resolution for almost every parameter, so the product collapses to about ``damping·v``: CG
+    returns ``g / damping`` and the step is the gradient, scaled to ``√(2δ / damping)`` and cut back by the line
+    search (the step behind the paper's numbers; docs/architecture.md §5)."""
 
     def __post_init__(self) -> None:
         check_range("algorithm.options.max_kl", self.max_kl, low=0.0, low_open=True)
@@ -79,6 +89,7 @@ class TRPOSettings:
         check_range("algorithm.options.ls_max_steps", self.ls_max_steps, low=1)
         check_range("algorithm.options.ls_backtrack", self.ls_backtrack, low=0.0, high=1.0, low_open=True,
                     high_open=True)
+        check_choice("algorithm.options.fisher", self.fisher, FISHER_PRODUCTS)
 
 
 @dataclass(frozen=True)
@@ -248,15 +259,21 @@ class MAMLTRPO(MetaLearner):
         old_vector = torch.cat([p.reshape(-1) for p in shared_list])
         if not bool(grad.any()):  # e.g. all advantages zero: nothing to improve, keep θ
             return self._unflatten(names, shared_list, old_vector), self._metrics(old_loss, None, 0.0, grad)
-        task_products = gauss_newton_vector_product(
-            dist, leaves, lambda d: self.kl(old_dist, d, valid).sum() / total_tasks, per_task=True)
+        if settings.fisher == "finite-difference":
+            fisher_product = self._finite_difference_product(names, shared_list, old_vector, batch, old_dist)
+        else:
+            task_products = gauss_newton_vector_product(
+                dist, leaves, lambda d: self.kl(old_dist, d, valid).sum() / total_tasks, per_task=True)
 
-        def fisher_product(vector: Tensor) -> Tensor:
-            """``(F + damping·I) v``: the tasks' shares of ``F v`` summed in task order, the damping added once."""
-            return reducer.sum_over_tasks(task_products(vector)) + settings.cg_damping * vector
+            def fisher_product(vector: Tensor) -> Tensor:
+                """``(F + damping·I) v``: the tasks' shares of ``F v`` summed in task order, the damping added once."""
+                return reducer.sum_over_tasks(task_products(vector)) + settings.cg_damping * vector
 
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
-        shs = cg.x_a_x  # sᵀ(F + damping)s from CG's residual, without another product
+        # sᵀ(F + damping)s: from CG's residual without another product; the reference's way (one more product,
+        # plus its 1e-8) with its finite-difference products
+        reference = settings.fisher == "finite-difference"
+        shs = cg.x @ fisher_product(cg.x) + 1e-8 if reference else cg.x_a_x
         check_finite("conjugate-gradient step", cg.x)
         check_finite("sᵀFs", shs)
         if float(shs) <= 0:
@@ -273,6 +290,29 @@ class MAMLTRPO(MetaLearner):
             result = line_search(evaluate, old_loss, settings.max_kl, settings.ls_max_steps, settings.ls_backtrack)
         vector = old_vector - result.step_fraction * full_step if result.accepted else old_vector
         return self._unflatten(names, shared_list, vector), self._metrics(old_loss, result, cg.residual_norm, grad)
+
+    def _finite_difference_product(self, names: Sequence[str], like: Sequence[Tensor], theta: Tensor,
+                                   batch: MetaBatch, old_dist: DistParams):  # type: ignore[no-untyped-def]
+        """``v -> (∇KL(θ + εv) − ∇KL(θ − εv)) / 2ε + damping·v`` with ``ε = 1e-8 / ‖θ‖`` in float32: the reference
+        code's Fisher-vector product (``TRPOSettings.fisher``)."""
+        train, valid, m = batch.train, batch.valid, batch.num_tasks
+        total_tasks = self.reducer.total_tasks(m)
+        second_order = not self.first_order
+        eps = torch.tensor(FD_BASE_EPS / (float(theta.norm()) + 1e-8), dtype=theta.dtype, device=theta.device)
+
+        def kl_gradient(vector: Tensor) -> Tensor:
+            params = task_leaves(self._unflatten(names, like, vector), m)
+            with torch.enable_grad():
+                path = self.adapted_path(params, train, m, create_graph=second_order)
+                kl = self.kl(old_dist, self._validation_dist(path[-1], valid), valid)
+                return self.reducer.sum_over_tasks(per_task_flat_grad(kl.sum() / total_tasks, list(params.values())))
+
+        def product(vector: Tensor) -> Tensor:
+            vector = vector.to(theta.dtype)
+            plus, minus = kl_gradient(theta + eps * vector), kl_gradient(theta - eps * vector)
+            return (plus - minus) / (2 * eps) + self.settings.cg_damping * vector
+
+        return product
 
     @staticmethod
     def _unflatten(names: Sequence[str], like: Sequence[Tensor], vector: Tensor) -> Params:
