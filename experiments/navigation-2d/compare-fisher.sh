@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# MAML-TRPO on 2D navigation (paper preset, 100 meta-iterations) with the exact natural gradient against the
+# reference code's finite-difference Fisher-vector products (algorithm.options.fisher), seeds 1-3 each; then every
+# checkpoint (iterations 25, 50, 75, 100) evaluated on the same 40 held-out tasks (k = 0..3), and seconds per
+# meta-iteration.
+#
+# usage: experiments/navigation-2d/compare-fisher.sh [OUTPUT_DIR]   (default runs/nav-fisher)
+set -euo pipefail
+out="${1:-runs/nav-fisher}"
+for fisher in exact finite-difference; do
+    for seed in 1 2 3; do
+        maml-rl train navigation-2d/paper --output "$out/$fisher-seed$seed" --seed "$seed" \
+            --set algorithm.options.fisher="$fisher" --no-progress
+    done
+done
+for fisher in exact finite-difference; do
+    for seed in 1 2 3; do
+        for iteration in 25 50 75 100; do
+            maml-rl evaluate "$out/$fisher-seed$seed" --checkpoint "$iteration" --seed 0 \
+                --output "$out/evaluation/$fisher-seed$seed-iter$iteration" > /dev/null
+        done
+        python -c "import sys; from maml_rl.logging import read_metrics; rows = read_metrics(sys.argv[1]); \
+print(f'{sys.argv[2]}: {sum(r[\"time/iteration\"] for r in rows) / len(rows):.2f} s per meta-iteration')" \
+            "$out/$fisher-seed$seed/metrics.csv" "$fisher-seed$seed"
+    done
+done
