@@ -7,11 +7,19 @@
 # usage: experiments/navigation-2d/compare-fisher.sh [OUTPUT_DIR]   (default runs/nav-fisher)
 set -euo pipefail
 out="${1:-runs/nav-fisher}"
+# the two variants side by side, one process each (so both see the same machine load)
+pids=()
 for fisher in exact finite-difference; do
-    for seed in 1 2 3; do
-        maml-rl train navigation-2d/paper --output "$out/$fisher-seed$seed" --seed "$seed" \
-            --set algorithm.options.fisher="$fisher" --no-progress
-    done
+    (
+        for seed in 1 2 3; do
+            maml-rl train navigation-2d/paper --output "$out/$fisher-seed$seed" --seed "$seed" \
+                --set algorithm.options.fisher="$fisher" --no-progress
+        done
+    ) &
+    pids+=($!)
+done
+for pid in "${pids[@]}"; do
+    wait "$pid"   # a failed run fails the script
 done
 for fisher in exact finite-difference; do
     for seed in 1 2 3; do
