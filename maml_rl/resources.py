@@ -377,7 +377,7 @@ def _estimate(
 
 
 def estimate_training_memory(
-    config: Config, obs_dim: int, action_dim: int, discrete: bool, horizon: int
+    config: Config, obs_dim: int, action_dim: int, discrete: bool, horizon: int, tasks: int | None = None
 ) -> MemoryEstimate:
     """Peak memory of one meta-iteration of ``config`` (see the module docstring), before anything is built.
 
@@ -387,14 +387,16 @@ def estimate_training_memory(
         action_dim: action size for continuous actions, number of actions for discrete ones (``A``).
         discrete: whether actions are integers (categorical policy).
         horizon: episode length ``T`` (``build.horizon_of``).
+        tasks: the tasks this process holds (``M / R`` in data-parallel training; None: all ``M``).
     """
     maml = config.maml
+    tasks = maml.meta_batch_size if tasks is None else tasks
     from maml_rl.metalearners import learner_class  # here: the learners import much of the package
 
     inner = maml.num_inner_steps if learner_class(config.algorithm.name).adapts else 0
     return _estimate(
         config, obs_dim, action_dim, discrete, horizon,
-        tasks=_Factor("maml.meta_batch_size", maml.meta_batch_size, maml.meta_batch_size, 40),
+        tasks=_Factor("maml.meta_batch_size", maml.meta_batch_size, tasks, 40),
         episodes=_Factor("maml.fast_batch_size", maml.fast_batch_size, maml.fast_batch_size, 20),
         batches=_Factor("maml.num_inner_steps", maml.num_inner_steps, inner + 1, 2),
         graph_batches=inner + 1,
@@ -439,20 +441,28 @@ def estimate_evaluation_memory(
     )
 
 
-def check_memory(estimate: MemoryEstimate, available: int, device: torch.device | str) -> None:
+def check_memory(estimate: MemoryEstimate, available: int, device: torch.device | str, processes: int = 1) -> None:
     """Refuse a run whose estimate exceeds ``available`` bytes on ``device``.
+
+    Args:
+        estimate: one process's estimate.
+        available: bytes free on ``device``.
+        device: where the memory is needed.
+        processes: processes that need ``estimate`` each from the same memory (the local ranks of a data-parallel
+            run on the CPU; 1 on a GPU of their own).
 
     Raises:
         ConfigError: one line naming the key that drives the largest component, the estimate and what is free,
             e.g. ``maml.meta_batch_size=10000000: the run needs about 1.9 TiB (episodes 1.2 TiB, autograd graph
             0.6 TiB), more than the 21.3 GiB available on cpu``.
     """
-    if estimate.total <= available:
+    if estimate.total * processes <= available:
         return
     dominant = estimate.dominant
     value = dominant.value
     shown = f"[{', '.join(str(v) for v in value)}]" if isinstance(value, list) else value
+    each = f" per process × {processes} processes on this machine" if processes > 1 else ""
     raise ConfigError(
-        f"{dominant.key}={shown}: the run needs about {estimate.describe()}, more than the "
+        f"{dominant.key}={shown}: the run needs about {estimate.describe()}{each}, more than the "
         f"{format_bytes(available)} available on {torch.device(device)}"
     )

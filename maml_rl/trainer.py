@@ -157,8 +157,11 @@ class Trainer:
         horizon = horizon_of(config, self.family)
         # Before anything big is allocated or anything is written: does the run fit in memory?
         obs_dim, action_size, discrete = policy_dims(self.family)
-        estimate = resources.estimate_training_memory(config, obs_dim, action_size, discrete, horizon)
-        resources.check_memory(estimate, resources.available_memory(self.device), self.device)
+        # each rank holds M / R tasks; the local ranks of a CPU run share this machine's memory
+        estimate = resources.estimate_training_memory(config, obs_dim, action_size, discrete, horizon,
+                                                      tasks=self.shard.size)
+        sharing = self.world.local_size if self.device.type == "cpu" else 1
+        resources.check_memory(estimate, resources.available_memory(self.device), self.device, sharing)
         self.learner_threads, warning = resources.cap_threads(config.train.num_threads)
         if self.world.distributed:
             self._share_cores(config)

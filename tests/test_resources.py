@@ -232,3 +232,15 @@ def test_estimate_bounds_the_measured_peak_of_a_meta_iteration(args):
     measured, estimate = numbers["measured"], numbers["estimate"]
     assert measured > 0 and math.isfinite(estimate)
     assert measured <= 1.1 * estimate and estimate <= 4 * measured, numbers
+
+
+def test_data_parallel_ranks_estimate_their_shard_and_share_the_machine():
+    """Each rank holds M / R tasks; the local ranks of a CPU run need their estimates from the same memory."""
+    config = load_config("experiments/halfcheetah-vel/paper.yaml")
+    whole = estimate_training_memory(config, 20, 6, False, 200)
+    half = estimate_training_memory(config, 20, 6, False, 200, tasks=20)
+    assert whole.episodes.bytes == 2 * half.episodes.bytes and half.total < whole.total
+    resources.check_memory(half, half.total, "cpu")  # one process: fits exactly
+    with pytest.raises(ConfigError, match=r"per process × 2 processes on this machine, more than"):
+        resources.check_memory(half, 2 * half.total - 1, "cpu", processes=2)
+    resources.check_memory(half, 2 * half.total, "cpu", processes=2)
