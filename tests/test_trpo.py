@@ -269,3 +269,23 @@ def test_unknown_fisher_product_is_refused():
 
     with pytest.raises(ConfigError, match=r"algorithm\.options\.fisher.*exact, finite-difference"):
         TRPOSettings(fisher="diagonal")
+
+
+def test_finite_difference_step_with_negative_curvature_takes_step_size_one(gaussian_policy, monkeypatch):
+    """The reference's fallback: √(2δ / sᵀFs) of a negative sᵀFs is NaN there, replaced by 1; no error."""
+    learner, batch, *_ = _fd_setup(gaussian_policy)
+    monkeypatch.setattr(learner, "_finite_difference_product", lambda *args: (lambda v: -v))  # A = −I
+    tried = []
+    original = learner.objective
+
+    def objective(params, *args, **kwargs):
+        tried.append(torch.cat([p.reshape(-1) for p in params.values()]))
+        return original(params, *args, **kwargs)
+
+    monkeypatch.setattr(learner, "objective", objective)
+    theta = torch.cat([p.detach().reshape(-1) for p in gaussian_policy.parameters()])
+    _, metrics = learner.step(batch)
+    # CG on A = −I returns x = −g, so the first candidate is θ − 1·x = θ + g (step size 1, not √(2δ / sᵀFs))
+    grad_norm = metrics["trpo/grad_norm"]
+    assert float((tried[0] - theta).norm()) == pytest.approx(grad_norm, rel=1e-6)
+    assert metrics["trpo/line_search_steps"] == len(tried)

@@ -80,7 +80,8 @@ class TRPOSettings:
     of the mean KL's gradient at ``θ ± εv``, ``ε = 1e-8 / ‖θ‖``, in float32, plus damping. That perturbation is
     below float32's resolution for almost every parameter, so the product collapses to about ``damping·v``: CG
     returns ``g / damping`` and the step is the gradient, scaled to ``√(2δ / damping)`` and cut back by the line
-    search (the step behind the paper's numbers; docs/architecture.md §5)."""
+    search (the step behind the paper's numbers; docs/architecture.md §5). Where the difference quotients make
+    ``sᵀFs ≤ 0`` the step size is 1, as there (its square root of a negative number is NaN, replaced by 1)."""
 
     def __post_init__(self) -> None:
         check_range("algorithm.options.max_kl", self.max_kl, low=0.0, low_open=True)
@@ -276,9 +277,14 @@ class MAMLTRPO(MetaLearner):
         shs = cg.x @ fisher_product(cg.x) + 1e-8 if reference else cg.x_a_x
         check_finite("conjugate-gradient step", cg.x)
         check_finite("sᵀFs", shs)
-        if float(shs) <= 0:
+        if reference and float(shs) <= 0:
+            # Finite differences need not give a positive-definite product. The reference then takes the square
+            # root of a negative number, gets NaN and uses a step size of 1: the line search decides.
+            full_step = cg.x
+        elif float(shs) <= 0:
             raise NonFiniteError(f"sᵀFs = {float(shs):.3g} is not positive (Fisher-vector product is not PD)")
-        full_step = math.sqrt(2 * settings.max_kl / float(shs)) * cg.x
+        else:
+            full_step = math.sqrt(2 * settings.max_kl / float(shs)) * cg.x
 
         def evaluate(fraction: float) -> tuple[float, float]:
             candidate = self._unflatten(names, shared_list, old_vector - fraction * full_step)
