@@ -15,7 +15,8 @@ def test_code_defaults_equal_design_defaults():
     c = from_dict({})
     assert c.algorithm.name == "maml-trpo"
     assert c.algorithm.options == {"max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                   "ls_backtrack": 0.8, "first_order": False, "estimator": "reinforce"}
+                                   "ls_backtrack": 0.8, "fisher": "exact", "first_order": False,
+                                   "estimator": "reinforce"}
     assert (c.maml.gamma, c.maml.gae_lambda, c.maml.fast_lr, c.maml.fast_batch_size, c.maml.meta_batch_size,
             c.maml.num_inner_steps) == (0.99, 1.0, 0.1, 20, 40, 1)
     assert (c.policy.hidden_sizes, c.policy.activation, c.policy.init_std, c.policy.min_std) == (
