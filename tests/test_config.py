@@ -298,7 +298,8 @@ def test_legacy_configs_migrate_to_algorithm_options():
     config = from_dict(LEGACY)
     assert config.algorithm.name == "maml-trpo" and config.maml.fast_lr == 0.5
     assert config.algorithm.options == {"max_kl": 0.02, "cg_iters": 5, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                        "ls_backtrack": 0.8, "first_order": True, "estimator": "reinforce"}
+                                        "ls_backtrack": 0.8, "fisher": "exact", "first_order": True,
+                                        "estimator": "reinforce"}
     assert from_dict(config.to_dict()) == config  # the resolved form round-trips
     # overrides in the old spelling still apply to an old run's config
     changed = from_dict(apply_overrides(LEGACY, ["trpo.max_kl=0.03", "maml.first_order=false"]))
@@ -306,5 +307,5 @@ def test_legacy_configs_migrate_to_algorithm_options():
     assert from_dict(apply_overrides(LEGACY, ["algorithm.options.max_kl=0.04"])).algorithm.options["max_kl"] == 0.04
     pretrained = from_dict({"algorithm": "pretrained", "maml": {"first_order": True}, "trpo": {"max_kl": 0.02}})
     assert pretrained.algorithm.options == {"max_kl": 0.02, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                            "ls_backtrack": 0.8}
+                                            "ls_backtrack": 0.8, "fisher": "exact"}
     assert from_dict({"algorithm": "promp"}) == from_dict({"algorithm": {"name": "promp"}})  # shorthand
