@@ -157,3 +157,11 @@ def test_data_parallel_prints_both_process_counts():
         "--set", "policy.hidden_sizes=[8]",
     )
     assert "1 process" in out and "2 processes" in out and "speed-up" in out, out
+
+
+def test_blas_reproducibility_prints_every_setting():
+    out = run_script("blas_reproducibility.py", "--rounds", "1")
+    lines = out.splitlines()
+    assert lines[0].startswith("MKL_CBWR") and [line.split()[0] for line in lines[1:]] == ["(empty)", "AUTO",
+                                                                                            "AUTO,STRICT"], out
+    assert all(float(value) > 0 for line in lines[1:] for value in line.split()[1:])
