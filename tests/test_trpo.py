@@ -1,6 +1,7 @@
 """TRPO pieces: Fisher-vector products against explicit Hessians, conjugate gradient, line search, the step."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -289,3 +290,15 @@ def test_finite_difference_step_with_negative_curvature_takes_step_size_one(gaus
     grad_norm = metrics["trpo/grad_norm"]
     assert float((tried[0] - theta).norm()) == pytest.approx(grad_norm, rel=1e-6)
     assert metrics["trpo/line_search_steps"] == len(tried)
+
+
+def test_finite_difference_step_rejects_an_overflowing_conjugate_gradient(gaussian_policy, monkeypatch):
+    """A zero product makes CG divide by pᵀAp = 0; the reference then rejects the step. θ stays, nothing
+    non-finite is returned, and trpo/cg_residual = −1 marks it."""
+    learner, batch, *_ = _fd_setup(gaussian_policy)
+    monkeypatch.setattr(learner, "_finite_difference_product", lambda *args: (lambda v: torch.zeros_like(v)))
+    theta = {name: p.detach().clone() for name, p in gaussian_policy.named_parameters()}
+    new, metrics = learner.step(batch)
+    assert all(torch.equal(new[name], value) for name, value in theta.items())
+    assert metrics["trpo/step_accepted"] == 0.0 and metrics["trpo/cg_residual"] == -1.0
+    assert all(math.isfinite(value) for value in metrics.values())

@@ -271,9 +271,15 @@ class MAMLTRPO(MetaLearner):
                 return reducer.sum_over_tasks(task_products(vector)) + settings.cg_damping * vector
 
         cg = conjugate_gradient(fisher_product, grad, iterations=settings.cg_iters)
+        reference = settings.fisher == "finite-difference"
+        if reference and not bool(torch.isfinite(cg.x).all()):
+            # Difference quotients can make pᵀAp vanish and CG overflow. The reference then line-searches a NaN
+            # step, finds no improvement and keeps θ: the step is rejected (nothing non-finite is applied).
+            # trpo/cg_residual −1 marks it in the metrics (metrics are never non-finite).
+            result = LineSearchResult(False, 0.0, 0, old_loss, 0.0)
+            return self._unflatten(names, shared_list, old_vector), self._metrics(old_loss, result, -1.0, grad)
         # sᵀ(F + damping)s: from CG's residual without another product; the reference's way (one more product,
         # plus its 1e-8) with its finite-difference products
-        reference = settings.fisher == "finite-difference"
         shs = cg.x @ fisher_product(cg.x) + 1e-8 if reference else cg.x_a_x
         check_finite("conjugate-gradient step", cg.x)
         check_finite("sᵀFs", shs)
