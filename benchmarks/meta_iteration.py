@@ -22,8 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomotion_throughput import cpu_model
 
 from maml_rl.cli import resolve_config_path
-from maml_rl.config import apply_overrides, from_dict, load_yaml
+from maml_rl.config import Config, apply_overrides, from_dict, load_yaml
 from maml_rl.trainer import Trainer
+
+
+def load_and_describe(name: str, overrides: list[str]) -> Config:
+    """The config ``name`` with ``overrides``, after printing its sizes and the machine (benchmark headers)."""
+    config = from_dict(apply_overrides(load_yaml(resolve_config_path(name)), overrides))
+    print(f"config: {name}  tasks={config.maml.meta_batch_size} episodes/task={config.maml.fast_batch_size} "
+          f"horizon={config.env.horizon} policy={list(config.policy.hidden_sizes)} {config.policy.activation}")
+    print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}; "
+          f"device {config.train.device}; learner threads {config.train.num_threads}")
+    return config
 
 
 def main() -> None:
@@ -42,11 +52,7 @@ def main() -> None:
         overrides.append(f"env.options.backend={args.backend}")
     if args.threads is not None:
         overrides.append(f"train.num_threads={args.threads}")
-    config = from_dict(apply_overrides(load_yaml(resolve_config_path(args.config)), overrides))
-    print(f"config: {args.config}  tasks={config.maml.meta_batch_size} episodes/task={config.maml.fast_batch_size} "
-          f"horizon={config.env.horizon} policy={list(config.policy.hidden_sizes)} {config.policy.activation}")
-    print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}; "
-          f"device {args.device}; learner threads {config.train.num_threads}")
+    config = load_and_describe(args.config, overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir)
         for _ in range(args.warmup):

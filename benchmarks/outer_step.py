@@ -18,7 +18,6 @@ passes of ``MAMLTRPO.step`` are timed one by one on it, each the median of ``--r
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -29,11 +28,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from locomotion_throughput import cpu_model
+from meta_iteration import load_and_describe
 
-from maml_rl.cli import resolve_config_path
 from maml_rl.collect import MetaBatch
-from maml_rl.config import apply_overrides, from_dict, load_yaml
 from maml_rl.episodes import by_task
 from maml_rl.metalearners.maml_trpo import MAMLTRPO, _Old
 from maml_rl.optim.trpo import conjugate_gradient, gauss_newton_vector_product, per_task_flat_grad
@@ -110,11 +107,7 @@ def main() -> None:
     overrides = list(args.set)
     if args.threads is not None:
         overrides.append(f"train.num_threads={args.threads}")
-    config = from_dict(apply_overrides(load_yaml(resolve_config_path(args.config)), overrides))
-    print(f"config: {args.config}  tasks={config.maml.meta_batch_size} episodes/task={config.maml.fast_batch_size} "
-          f"horizon={config.env.horizon} policy={list(config.policy.hidden_sizes)} {config.policy.activation}")
-    print(f"machine: {cpu_model()}, {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}; "
-          f"learner threads {config.train.num_threads}")
+    config = load_and_describe(args.config, overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, run_dir)
         learner = trainer.metalearner

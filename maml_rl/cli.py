@@ -292,6 +292,14 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_process_arguments(command: argparse.ArgumentParser, nproc_help: str) -> None:
+    """``--nproc`` and ``--collective-timeout``, shared by ``train`` and ``evaluate``."""
+    command.add_argument("--nproc", type=int, metavar="R", help=f"{nproc_help}. Under your own torchrun, leave it out")
+    command.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
+                         help="with several processes: a rank that waits this long for the others stops the job "
+                              "(default: 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maml-rl", description="Model-agnostic meta-learning for RL.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -311,12 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-config-change", action="store_true",
                        help="with --resume: continue even if the config differs from the checkpoint's")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--nproc", type=int, metavar="R",
-                       help="data-parallel training in R local processes (torch.distributed.run); R must divide "
-                            "maml.meta_batch_size. Under your own torchrun, leave it out")
-    train.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
-                       help="data-parallel: a rank that waits this long for the others stops the job "
-                            "(default: 300)")
+    _add_process_arguments(train, "data-parallel training in R local processes (torch.distributed.run); R must "
+                                  "divide maml.meta_batch_size")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -341,12 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "RUN_DIR/compare-iterN with comparison rows; never "
                                                           "overwritten)")
     evaluate.add_argument("--device", help="cpu, cuda or cuda:N (default: the run's train.device)")
-    evaluate.add_argument("--nproc", type=int, metavar="R",
-                          help="evaluate in R local processes (torch.distributed.run), each running --tasks / R of "
-                               "the tasks; the same numbers as one process. Under your own torchrun, leave it out")
-    evaluate.add_argument("--collective-timeout", type=float, default=300.0, metavar="SECONDS",
-                          help="with several processes: a rank that waits this long for the others stops the job "
-                               "(default: 300)")
+    _add_process_arguments(evaluate, "evaluate in R local processes (torch.distributed.run), each running --tasks / R "
+                                     "of the tasks; the same numbers as one process")
     evaluate.set_defaults(handler=_evaluate)
 
     plot = commands.add_parser("plot", help="learning curves of several runs from their metrics.csv")

@@ -170,41 +170,14 @@ def _pid_of_rank(rank, parent_env_marker):
     return None
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
-def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
+def _signal_rank_1_of_a_running_job(tmp_path, sig, collective_timeout):
+    """Start a long ``--nproc 2`` run, send ``sig`` to rank 1 once iteration 2 is checkpointed, and wait for the job
+    to end (it must not hang). Returns ``(returncode, stderr, seconds from the signal to the end, run dir)``."""
     run = tmp_path / "run"
     marker = f"MAML_RL_TEST_MARKER={tmp_path.name}"
     command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
                "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1", "--nproc", "2",
-               "--collective-timeout", "30"]
-    key, value = marker.split("=")
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, key: value})
-    try:
-        deadline = time.monotonic() + 60
-        while not (run / "checkpoints" / "iter_000002.pt").exists():
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.1)
-        pid = _pid_of_rank(1, marker.encode())
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        _, err = process.communicate(timeout=60)  # ends, not hangs
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode != 0
-    assert "rank      : 1 (local_rank: 1)" in err.split("Root Cause")[1]
-    _, state = load_checkpoint(run)  # the last good checkpoint stays usable
-    assert state["iteration"] >= 2
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
-def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
-    """Rank 1 stops (SIGSTOP: alive, silent); rank 0's next collective times out and names itself and the cause."""
-    run = tmp_path / "run"
-    marker = f"MAML_RL_TEST_MARKER={tmp_path.name}"
-    command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
-               "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1", "--nproc", "2",
-               "--collective-timeout", "5"]
+               "--collective-timeout", str(collective_timeout)]
     key, value = marker.split("=")
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, key: value})
     pid = None
@@ -215,17 +188,33 @@ def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
             time.sleep(0.1)
         pid = _pid_of_rank(1, marker.encode())
         assert pid is not None
-        os.kill(pid, signal.SIGSTOP)
-        stopped = time.monotonic()
+        os.kill(pid, sig)
+        signalled = time.monotonic()
         _, err = process.communicate(timeout=90)  # ends, not hangs
-        elapsed = time.monotonic() - stopped
+        elapsed = time.monotonic() - signalled
     finally:
-        if pid is not None:
+        if pid is not None:  # a stopped rank is killed, whatever happened
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if process.poll() is None:
             process.kill()
-    assert process.returncode != 0
+    return process.returncode, err, elapsed, run
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_killed_rank_ends_the_job_with_a_message_naming_it(tmp_path):
+    code, err, _, run = _signal_rank_1_of_a_running_job(tmp_path, signal.SIGKILL, collective_timeout=30)
+    assert code != 0
+    assert "rank      : 1 (local_rank: 1)" in err.split("Root Cause")[1]
+    _, state = load_checkpoint(run)  # the last good checkpoint stays usable
+    assert state["iteration"] >= 2
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
+    """Rank 1 stops (SIGSTOP: alive, silent); rank 0's next collective times out and names itself and the cause."""
+    code, err, elapsed, run = _signal_rank_1_of_a_running_job(tmp_path, signal.SIGSTOP, collective_timeout=5)
+    assert code != 0
     assert elapsed < 60, elapsed
     assert "rank 0:" in err and "another rank probably stopped or hung" in err, err[-2000:]
     _, state = load_checkpoint(run)  # the last good checkpoint stays usable
