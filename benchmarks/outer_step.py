@@ -7,10 +7,15 @@ passes of ``MAMLTRPO.step`` are timed one by one on it, each the median of ``--r
 
 - graph: the second-order inner step(s), the adapted policies on the validation batch and the surrogate (forward);
 - gradient: the meta-gradient, per task (backward through that graph);
-- fvp setup: the Gauss-Newton product's graph (``Jᵀu`` through the adaptation, the KL's output gradient);
-- fvp: one exact Fisher-vector product (conjugate gradient takes ``cg_iters`` of them);
+- fvp setup: the Gauss-Newton product's graph (``G u`` from the adapted parameters to the policy outputs, the
+  KL's output gradient);
+- fvp: one exact Fisher-vector product (conjugate gradient takes ``cg_iters`` of them), through the symmetric
+  inner-step Jacobians (``adapted_gauss_newton_vector_product``, what the step uses);
 - line-search evaluation: the surrogate and KL at a candidate (inner step without graph, no gradient);
-- the whole step as the trainer runs it.
+- the whole step as the trainer runs it;
+- for comparison, the general product (``gauss_newton_vector_product``: the double-vjp identity through the whole
+  second-order graph) and its setup, which the step no longer uses; the two products' relative difference is
+  printed.
 
 ``sᵀFs`` costs no product: conjugate gradient's final residual gives it (``maml_rl.optim.trpo``).
 """
@@ -22,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -33,7 +38,12 @@ from meta_iteration import load_and_describe
 from maml_rl.collect import MetaBatch
 from maml_rl.episodes import by_task
 from maml_rl.metalearners.maml_trpo import MAMLTRPO, _Old
-from maml_rl.optim.trpo import conjugate_gradient, gauss_newton_vector_product, per_task_flat_grad
+from maml_rl.optim.trpo import (
+    adapted_gauss_newton_vector_product,
+    conjugate_gradient,
+    gauss_newton_vector_product,
+    per_task_flat_grad,
+)
 from maml_rl.policies import task_leaves
 from maml_rl.trainer import Trainer
 
@@ -54,26 +64,35 @@ def profile(learner: MAMLTRPO, batch: MetaBatch, repeats: int) -> list[tuple[str
     train, valid, m = batch.train, batch.valid, batch.num_tasks
     shared = {name: p.detach() for name, p in learner.policy.named_parameters()}
 
-    def graph() -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...], torch.Tensor, _Old]:
+    def graph() -> tuple[list[list[torch.Tensor]], tuple[torch.Tensor, ...], torch.Tensor, _Old]:
         params = task_leaves(shared, m)
-        dist = learner._validation_dist(learner.adapted_path(params, train, m, create_graph=True)[-1], valid)
+        path = learner.adapted_path(params, train, m, create_graph=True)
+        dist = learner._validation_dist(path[-1], valid)
         old_dist = tuple(x.detach() for x in dist)
         old = _Old(old_dist, learner.policy.log_prob(old_dist, by_task(valid.actions, m)))
-        return params, dist, learner.surrogate(dist, valid, old.log_probs), old
+        return [list(p.values()) for p in path], dist, learner.surrogate(dist, valid, old.log_probs), old
 
-    params, dist, losses, old = graph()
-    leaves = list(params.values())
+    path, dist, losses, old = graph()
+    leaves = path[0]
     t_graph = timed(graph, repeats)
     t_grad = timed(lambda: per_task_flat_grad(losses.sum() / m, leaves, retain_graph=True), repeats)
 
-    def setup():  # type: ignore[no-untyped-def]
-        return gauss_newton_vector_product(dist, leaves, lambda d: learner.kl(old.dist, d, valid).sum() / m,
-                                           per_task=True)
+    def kl(d: Sequence[torch.Tensor]) -> torch.Tensor:
+        return learner.kl(old.dist, d, valid).sum() / m
 
-    product = setup()
-    t_setup = timed(setup, repeats)
+    def setup():  # type: ignore[no-untyped-def]
+        return adapted_gauss_newton_vector_product(path, dist, kl)
+
+    def general_setup():  # type: ignore[no-untyped-def]
+        return gauss_newton_vector_product(dist, leaves, kl, per_task=True)
+
+    product, general = setup(), general_setup()
+    t_setup, t_general_setup = timed(setup, repeats), timed(general_setup, repeats)
     vector = torch.randn(sum(p.numel() for p in shared.values()), generator=torch.Generator().manual_seed(0))
-    t_fvp = timed(lambda: product(vector), repeats)
+    t_fvp, t_general = timed(lambda: product(vector), repeats), timed(lambda: general(vector), repeats)
+    fast, slow = product(vector).sum(0), general(vector).sum(0)
+    print(f"fvp through symmetric inner-step Jacobians against the general double-vjp one: relative difference "
+          f"{float((fast - slow).norm() / slow.norm()):.2e}")
 
     def evaluate() -> None:
         with torch.no_grad():
@@ -94,7 +113,8 @@ def profile(learner: MAMLTRPO, batch: MetaBatch, repeats: int) -> list[tuple[str
           f"(relative difference {abs(float(cg.x_a_x) - direct) / abs(direct):.2e})")
     return [("graph (second-order forward)", t_graph, 1), ("meta-gradient (backward)", t_grad, 1),
             ("fvp setup", t_setup, 1), ("fvp", t_fvp, settings.cg_iters),
-            ("line-search evaluation", t_eval, 1)]
+            ("line-search evaluation", t_eval, 1),
+            ("general fvp setup (not in step)", t_general_setup, 0), ("general fvp (not in step)", t_general, 0)]
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from torch.func import functional_call
 import maml_rl.metalearners.maml_trpo as maml_trpo
 from maml_rl.config import ConfigError
 from maml_rl.optim.trpo import (
+    adapted_gauss_newton_vector_product,
     conjugate_gradient,
     gauss_newton_vector_product,
     hessian_vector_product,
@@ -63,9 +64,9 @@ def test_line_search_backtracks_and_rejects():
     assert not never.accepted and never.steps_taken == 4
 
 
-def _kl_objective(policy, episodes, old_dist, num_inner_steps):
+def _kl_objective(policy, episodes, old_dist, num_inner_steps, estimator="reinforce"):
     """KL(π_old' ‖ π_θ') as a function of the flat parameter vector θ (float64), through adaptation."""
-    learner = trpo_learner(policy, fast_lr=0.3)
+    learner = trpo_learner(policy, fast_lr=0.3, estimator=estimator)
     names = [n for n, _ in policy.named_parameters()]
     shapes = [p.shape for _, p in policy.named_parameters()]
 
@@ -85,16 +86,17 @@ def _kl_objective(policy, episodes, old_dist, num_inner_steps):
     return learner, kl_of, unflatten
 
 
-@pytest.mark.parametrize("num_inner_steps", [0, 1, 2])
-def test_fisher_vector_product_equals_explicit_kl_hessian(gaussian_policy, num_inner_steps):
+@pytest.mark.parametrize(("num_inner_steps", "estimator"), [(0, "reinforce"), (1, "reinforce"), (2, "reinforce"),
+                                                          (2, "dice")])
+def test_fisher_vector_product_equals_explicit_kl_hessian(gaussian_policy, num_inner_steps, estimator):
     episodes = random_episodes(seed=5)
     theta = torch.cat([p.detach().reshape(-1) for p in gaussian_policy.parameters()])
-    learner, kl_of, unflatten = _kl_objective(gaussian_policy, episodes, None, num_inner_steps)
+    learner, kl_of, unflatten = _kl_objective(gaussian_policy, episodes, None, num_inner_steps, estimator)
     with torch.no_grad():
         params = unflatten(theta)
         old_dist = tuple(x.detach() for x in learner.validation_dist(params, [episodes] * num_inner_steps,
                                                                      episodes, create_graph=False))
-    _, kl_of, _ = _kl_objective(gaussian_policy, episodes, old_dist, num_inner_steps)
+    _, kl_of, _ = _kl_objective(gaussian_policy, episodes, old_dist, num_inner_steps, estimator)
     hessian = torch.autograd.functional.hessian(lambda t: kl_of(t)[0], theta)
     vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     expected = hessian @ vector
@@ -120,12 +122,18 @@ def test_fisher_vector_product_equals_explicit_kl_hessian(gaussian_policy, num_i
     shares = gauss_newton_vector_product(task_dist, list(leaves.values()),
                                          lambda d: learner.kl(old_dist, d, episodes).sum() / m, per_task=True)(vector)
     assert shares.shape == (m, theta.numel())
+    # The same shares from the symmetric inner-step Jacobians (the product the step uses)
+    path = [list(p.values()) for p in learner.adapted_path(leaves, train, m, create_graph=True)]
+    adapted_dist = learner._validation_dist(dict(zip(leaves, path[-1], strict=True)), episodes)
+    fast = adapted_gauss_newton_vector_product(path, adapted_dist,
+                                               lambda d: learner.kl(old_dist, d, episodes).sum() / m)(vector)
     for task in range(m):
         def task_kl(t, task=task):
             dist = learner.validation_dist(unflatten(t), train, episodes, create_graph=True)
             return learner.kl(old_dist, dist, episodes)[task] / m
         want = torch.autograd.functional.hessian(task_kl, theta) @ vector
         torch.testing.assert_close(shares[task], want, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(fast[task], want, rtol=1e-7, atol=1e-9)
         assert want.norm() > 1e-4
     torch.testing.assert_close(shares.sum(0), expected, rtol=1e-7, atol=1e-9)
 

@@ -47,8 +47,8 @@ from maml_rl.losses import emaml_loss, mean_kl, surrogate_loss
 from maml_rl.metalearners.base import MetaLearner, check_finite, register
 from maml_rl.optim.trpo import (
     LineSearchResult,
+    adapted_gauss_newton_vector_product,
     conjugate_gradient,
-    gauss_newton_vector_product,
     line_search,
     per_task_flat_grad,
 )
@@ -263,8 +263,9 @@ class MAMLTRPO(MetaLearner):
         if settings.fisher == "finite-difference":
             fisher_product = self._finite_difference_product(names, shared_list, old_vector, batch, old_dist)
         else:
-            task_products = gauss_newton_vector_product(
-                dist, leaves, lambda d: self.kl(old_dist, d, valid).sum() / total_tasks, per_task=True)
+            # every inner step is a gradient step of a per-task scalar: its Jacobian is symmetric
+            task_products = adapted_gauss_newton_vector_product(
+                [list(p.values()) for p in path], dist, lambda d: self.kl(old_dist, d, valid).sum() / total_tasks)
 
             def fisher_product(vector: Tensor) -> Tensor:
                 """``(F + damping·I) v``: the tasks' shares of ``F v`` summed in task order, the damping added once."""

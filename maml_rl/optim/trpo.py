@@ -5,6 +5,7 @@ Parameters are handled as one flat vector ``[P]`` (``torch.nn.utils.parameters_t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,54 @@ def gauss_newton_vector_product(
         if per_task:
             return torch.cat([g.reshape(g.shape[0], -1) for g in jthjv], dim=1)
         return torch.cat([g.reshape(-1) for g in jthjv]) + damping * vector
+
+    return product
+
+
+def adapted_gauss_newton_vector_product(
+    path: Sequence[Sequence[Tensor]],
+    outputs: Sequence[Tensor],
+    loss_of_outputs: Callable[[Sequence[Tensor]], Tensor],
+) -> Callable[[Tensor], Tensor]:
+    """Return ``v [P] -> [M, P]``: every task's share of ``Jᵀ H J v`` through ``K`` inner gradient steps.
+
+    ``path`` is ``[θ_0, …, θ_K]``, each a list of per-task tensors ``[M, ...]`` (:func:`maml_rl.adaptation.adapt_path`
+    with ``θ_0`` = :func:`maml_rl.policies.task_leaves`), ``outputs`` are computed from ``θ_K`` alone, and
+    ``J = ∂ outputs / ∂ θ_0 = G (J_K ⋯ J_1)`` with ``G = ∂ outputs / ∂ θ_K`` and ``J_k = ∂θ_k / ∂θ_{k-1}``. The
+    product equals :func:`gauss_newton_vector_product` with ``per_task=True`` (docs/architecture.md §5), at a lower
+    cost: every inner step is ``θ_k = θ_{k-1} − α_k ∇L_k(θ_{k-1})`` for a scalar per-task loss ``L_k``, so
+    ``J_k = I − α_k ∇²L_k`` is symmetric and ``J_k u = J_kᵀ u`` is one vector-Jacobian product through the inner
+    gradient's graph. ``J v`` thus takes ``K`` such products, where the general double-vjp identity differentiates
+    through the whole second-order graph once more; only ``G u`` uses it, on the small graph from ``θ_K`` to the
+    outputs. The ``Jᵀ`` half is one backward pass from the outputs to ``θ_0``, as in the general product.
+
+    The symmetry is the caller's promise: a step that is not a gradient step of a per-task scalar (e.g. a
+    preconditioned or clipped one) needs :func:`gauss_newton_vector_product`. Damping is added by the caller after
+    the tasks' shares are summed.
+    """
+    path = [list(params) for params in path]
+    leaves, adapted = path[0], path[-1]
+    points = [y.detach().requires_grad_() for y in outputs]
+    with torch.enable_grad():
+        output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
+        dummies = [torch.zeros_like(y, requires_grad=True) for y in outputs]
+        transposed = torch.autograd.grad(
+            list(outputs), adapted, grad_outputs=dummies, create_graph=True, materialize_grads=True
+        )
+    shapes = [x.shape[1:] for x in leaves]
+    sizes = [shape.numel() for shape in shapes]
+
+    def product(vector: Tensor) -> Tensor:
+        pieces = [piece.view(shape).unsqueeze(0).expand_as(x)
+                  for piece, shape, x in zip(torch.split(vector.detach(), sizes), shapes, leaves, strict=True)]
+        for before, after in itertools.pairwise(path):  # J_k u = J_kᵀ u, k = 1 … K
+            pieces = list(torch.autograd.grad(after, before, grad_outputs=pieces, retain_graph=True,
+                                              materialize_grads=True))
+        jv = torch.autograd.grad(transposed, dummies, grad_outputs=pieces, retain_graph=True, materialize_grads=True)
+        hjv = torch.autograd.grad(output_grads, points, grad_outputs=jv, retain_graph=True, materialize_grads=True)
+        jthjv = torch.autograd.grad(list(outputs), leaves, grad_outputs=hjv, retain_graph=True,
+                                    materialize_grads=True)
+        return torch.cat([g.reshape(g.shape[0], -1) for g in jthjv], dim=1)
 
     return product
 
