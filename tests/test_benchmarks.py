@@ -38,7 +38,9 @@ def test_outer_step_prints_its_passes_and_the_cg_identity():
     for name in ("graph (second-order forward)", "meta-gradient (backward)", "fvp setup", "fvp ",
                  "line-search evaluation", "whole step (measured)"):
         assert name in out, out
-    difference = float(out.split("relative difference ")[1].split(")")[0])
+    products = float(out.split("general double-vjp one: relative difference ")[1].split()[0])
+    assert products < 1e-4, out  # the symmetric-Jacobian product equals the general one
+    difference = float(out.split("(relative difference ")[1].split(")")[0])
     assert difference < 1e-3, out  # sᵀFs from CG's residual agrees with one more product
 
 
