@@ -3,7 +3,7 @@
     maml-rl train [CONFIG] [--output RUN_DIR] [--seed S] [--set KEY=VALUE …] [--nproc R]
     maml-rl train --resume RUN_DIR [--allow-config-change] [--nproc R]
     torchrun --nnodes … --nproc-per-node … -m maml_rl.cli train CONFIG --output RUN_DIR   (multi-node)
-    maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--seed 0]
+    maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--budget-steps B] [--seed 0]
                      [--compare RUN_DIR …] [--random] [--output DIR] [--nproc R]
     maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
 
@@ -228,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from maml_rl.build import resolve_device
     from maml_rl.distributed import World, check_shardable
 
-    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)
+    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed, args.budget_steps)
     nproc = args.nproc if args.nproc is not None else world_size
     check_shardable(protocol.num_tasks, nproc, key="--tasks")
     if args.output:
@@ -333,7 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "(default: the latest)")
     evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default: 40)")
     evaluate.add_argument("--steps", type=int, default=3, help="adaptation steps K (default: 3)")
-    evaluate.add_argument("--episodes", type=int, default=20, help="episodes per task and step (default: 20)")
+    evaluate.add_argument("--episodes", type=int, default=20, help="episodes per task and step, or per round with "
+                                                                   "--budget-steps (default: 20)")
+    evaluate.add_argument("--budget-steps", type=int, metavar="B",
+                          help="environment steps per task and step: rounds of --episodes episodes until each task "
+                               "has B steps, as the reference code's evaluation (batch_size 4000 for 2D navigation "
+                               "and HalfCheetah, 8000 for Ant direction; default: --episodes episodes, one round)")
     evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed; a stream training never uses "
                                                              "(default: 0)")
     evaluate.add_argument("--compare", nargs="+", action="extend", metavar="RUN_DIR",

@@ -12,7 +12,7 @@ inner steps) and hands the :class:`MetaBatch` to its meta-learner; the evaluatio
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,7 +23,7 @@ from maml_rl.adaptation import InnerLoss, adapt, inner_loss
 from maml_rl.advantages import with_advantages
 from maml_rl.build import Generators
 from maml_rl.config import Config
-from maml_rl.episodes import Episodes
+from maml_rl.episodes import Episodes, join_rounds
 from maml_rl.errors import NonFiniteError
 from maml_rl.policies import Params, Policy, task_params
 from maml_rl.sampling import sample_episodes
@@ -87,6 +87,11 @@ class MetaBatch:
         return (*self.train, self.valid)
 
 
+def _local_any(flag: bool) -> bool:
+    """One process: the flag itself."""
+    return flag
+
+
 def check_episodes(episodes: Episodes) -> None:
     """Raise :class:`NonFiniteError` if the environment returned a non-finite observation or reward."""
     for name in ("observations", "rewards"):
@@ -104,6 +109,8 @@ def collect(
     generators: Generators,
     loss: InnerLoss = inner_loss,
     timer: PhaseTimer | None = None,
+    budget: int | None = None,
+    any_rank: Callable[[bool], bool] = _local_any,
 ) -> MetaBatch:
     """Sample, compute advantages and adapt for ``K = len(step_sizes)`` steps, then sample validation episodes.
 
@@ -117,6 +124,8 @@ def collect(
         generators: action noise and the seed of every reset come from here.
         loss: the inner estimator of the learner that will use the batch.
         timer: receives the ``sampling`` and ``adaptation`` phases.
+        budget: environment steps per task for every batch (:func:`sample`); None: ``E`` episodes per task.
+        any_rank: ORs a flag over the processes of a data-parallel run (:func:`sample`).
 
     Raises:
         NonFiniteError: the environment returned a non-finite observation or reward.
@@ -127,7 +136,7 @@ def collect(
     batches = []
     for k in range(len(step_sizes) + 1):
         with timer.phase("sampling"), one_thread():
-            episodes = sample(env, policy, params, num_tasks, generators, config.env.action_scale)
+            episodes = sample(env, policy, params, num_tasks, generators, config.env.action_scale, budget, any_rank)
         check_episodes(episodes)
         with timer.phase("adaptation"):
             episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
@@ -138,7 +147,29 @@ def collect(
 
 
 def sample(env: MetaVectorEnv, policy: Policy, params: Params, num_tasks: int, generators: Generators,
-           action_scale: float) -> Episodes:
-    """One batch with per-task ``params [M, ...]``; the reset seed is drawn from ``generators.resets``."""
-    return sample_episodes(env, policy, params, num_tasks, generators.actions, seed=generators.next_reset_seed(),
-                           action_scale=action_scale)
+           action_scale: float, budget: int | None = None, any_rank: Callable[[bool], bool] = _local_any
+           ) -> Episodes:
+    """One batch with per-task ``params [M, ...]``; every reset seed is drawn from ``generators.resets``.
+
+    Without ``budget``: one episode per sub-environment (``E`` per task). With ``budget`` (environment steps per
+    task, the reference code's ``batch_size``): rounds of ``E`` episodes per task, all tasks in lockstep, until
+    every task's kept episodes hold at least ``budget`` steps; a task keeps a round only if it started below its
+    budget (:func:`maml_rl.episodes.join_rounds`). Each round draws a new reset seed. ``any_rank`` ORs a flag over
+    the processes of a data-parallel run (``World.any_failed``), so that every process samples the same number of
+    rounds; it is the identity for one process.
+    """
+    rounds: list[Episodes] = []
+    kept: list[torch.Tensor] = []
+    steps = None
+    while True:
+        episodes = sample_episodes(env, policy, params, num_tasks, generators.actions,
+                                   seed=generators.next_reset_seed(), action_scale=action_scale)
+        if budget is None:
+            return episodes
+        task_steps = episodes.mask.reshape(episodes.horizon, num_tasks, -1).sum((0, 2))  # [M]
+        collecting = torch.ones_like(task_steps, dtype=torch.bool) if steps is None else steps < budget
+        steps = torch.where(collecting, task_steps, 0.0) + (0.0 if steps is None else steps)
+        rounds.append(episodes)
+        kept.append(collecting)
+        if not any_rank(bool((steps < budget).any())):
+            return join_rounds(rounds, kept)

@@ -79,7 +79,12 @@ class MamlConfig:
     meta_batch_size: int = 40
     """Tasks per meta-iteration ``M``."""
     fast_batch_size: int = 20
-    """Episodes per task ``E`` for each inner step and for validation."""
+    """Episodes per task ``E`` for each inner step and for validation (per round, with ``fast_batch_steps``)."""
+    fast_batch_steps: int | None = None
+    """Environment steps per task for each inner step and for validation, the reference code's ``batch_size``
+    (cbfinn/maml_rl samples whole episodes until a task's batch reaches it): rounds of ``E`` episodes per task in
+    lockstep until every task's kept episodes reach it, a task dropping the rounds that start after its budget is
+    met (``maml_rl.collect.sample``). None: ``E`` episodes per task, one round."""
     num_inner_steps: int = 1
     """Inner gradient steps ``K`` during meta-training."""
     fast_lr: float = 0.1
@@ -330,6 +335,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"policy.min_std ({policy.min_std}) must not exceed policy.init_std ({policy.init_std})")
     _check_positive("maml.meta_batch_size", maml.meta_batch_size)
     _check_positive("maml.fast_batch_size", maml.fast_batch_size)
+    if maml.fast_batch_steps is not None:
+        _check_positive("maml.fast_batch_steps", maml.fast_batch_steps)
     _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not cls.adapts)
     _check_positive("maml.fast_lr", maml.fast_lr)
     if not 0.0 <= maml.gamma <= 1.0:

@@ -8,6 +8,7 @@ the leading dimension; ``from_task`` undoes it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +87,17 @@ class Episodes:
         return int(self.mask.sum().item())
 
     def episode_returns(self) -> Tensor:
-        """Undiscounted return of every episode: ``[N]``."""
+        """Undiscounted return of every episode slot: ``[N]`` (0 for a dropped slot, see :meth:`episode_counts`)."""
         return (self.rewards * self.mask).sum(0)
 
+    def episode_counts(self) -> Tensor:
+        """Episodes per task ``[M]``: the slots whose first step is unmasked. Every sampled episode takes its first
+        step; slots of a step-budget collection that were dropped (:func:`join_rounds`) are masked throughout."""
+        return self.mask[0].reshape(self.num_tasks, -1).sum(1)
+
     def task_returns(self) -> Tensor:
-        """Mean undiscounted episode return per task: ``[M]``."""
-        return self.episode_returns().reshape(self.num_tasks, -1).mean(1)
+        """Mean undiscounted return of each task's episodes: ``[M]`` (dropped slots excluded)."""
+        return self.episode_returns().reshape(self.num_tasks, -1).sum(1) / self.episode_counts().clamp(min=1.0)
 
     def replace(self, **changes: Any) -> Episodes:
         """A copy with some fields replaced."""
@@ -104,3 +110,45 @@ class Episodes:
             if isinstance(value, Tensor):
                 move[name] = value.to(device)
         return Episodes(**move)
+
+
+def join_rounds(rounds: Sequence[Episodes], kept: Sequence[Tensor]) -> Episodes:
+    """One batch from ``R`` rounds of ``E`` episodes per task, each task keeping only the rounds it still needed.
+
+    A step budget (``maml.fast_batch_steps``) samples rounds of ``E`` episodes per task until every task's kept
+    episodes reach it; a round that starts after a task's budget is met is dropped for that task. The result keeps
+    the layout ``[T, M × (R·E), ...]``: task ``m``'s slots are its ``E`` episodes of round 1, then of round 2, …, and
+    the slots of a dropped round have mask and rewards 0 (:meth:`Episodes.episode_counts` does not count them).
+    The number of slots depends on the number of rounds only, which every process of a data-parallel run shares,
+    so a task's tensors are the same whatever the number of processes.
+
+    Args:
+        rounds: batches ``[T, M·E, ...]`` of the same tasks, without advantages.
+        kept: ``[M]`` booleans per round, True where the task keeps that round's episodes.
+    """
+    if not rounds or len(rounds) != len(kept):
+        raise ValueError(f"{len(rounds)} rounds with {len(kept)} keep flags")
+    first = rounds[0]
+    if len(rounds) == 1 and bool(kept[0].all()):
+        return first
+    m = first.num_tasks
+
+    def join(name: str, keep: bool = False) -> Tensor:
+        pieces = []
+        for batch, flags in zip(rounds, kept, strict=True):
+            x = getattr(batch, name)
+            x = x.reshape(x.shape[0], m, -1, *x.shape[2:])  # [T, M, E, ...]
+            if keep:
+                x = x * flags.to(x.dtype).view(1, m, *([1] * (x.dim() - 2)))
+            pieces.append(x)
+        joined = torch.cat(pieces, dim=2)
+        return joined.reshape(joined.shape[0], -1, *joined.shape[3:])
+
+    return Episodes(
+        observations=join("observations"),
+        actions=join("actions"),
+        rewards=join("rewards", keep=True),
+        mask=join("mask", keep=True),
+        num_tasks=m,
+        num_unstable=sum(batch.num_unstable for batch in rounds),
+    )

@@ -48,6 +48,7 @@ keeps no outer-step graph.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -397,12 +398,22 @@ def estimate_training_memory(
     return _estimate(
         config, obs_dim, action_dim, discrete, horizon,
         tasks=_Factor("maml.meta_batch_size", maml.meta_batch_size, tasks, 40),
-        episodes=_Factor("maml.fast_batch_size", maml.fast_batch_size, maml.fast_batch_size, 20),
+        episodes=_episodes_factor("maml.fast_batch_size", maml.fast_batch_size, "maml.fast_batch_steps",
+                                  maml.fast_batch_steps, horizon),
         batches=_Factor("maml.num_inner_steps", maml.num_inner_steps, inner + 1, 2),
         graph_batches=inner + 1,
         graph_copies=C_GRAPH,
         task_copies=C_TASK * (inner + 1),
     )
+
+
+def _episodes_factor(key: str, episodes: int, budget_key: str, budget: int | None, horizon: int) -> _Factor:
+    """Episode slots per task: ``E`` per round, times the rounds a step budget needs at least (episodes that run
+    the whole horizon; episodes that end early need more rounds, which the estimate cannot know in advance)."""
+    rounds = 1 if budget is None else max(1, math.ceil(budget / (episodes * horizon)))
+    if rounds == 1:
+        return _Factor(key, episodes, episodes, 20)
+    return _Factor(budget_key, budget, episodes * rounds, 20)
 
 
 def estimate_evaluation_memory(
@@ -414,6 +425,7 @@ def estimate_evaluation_memory(
     num_tasks: int,
     episodes_per_task: int,
     num_steps: int,
+    budget_steps: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of evaluating one row: ``num_tasks × episodes_per_task`` sub-environments, ``num_steps`` steps.
 
@@ -429,11 +441,12 @@ def estimate_evaluation_memory(
         num_tasks: ``--tasks``.
         episodes_per_task: ``--episodes``.
         num_steps: ``--steps`` (adaptation steps ``K``).
+        budget_steps: ``--budget-steps`` (None: one round of ``episodes_per_task``).
     """
     return _estimate(
         config, obs_dim, action_dim, discrete, horizon,
         tasks=_Factor("--tasks", num_tasks, num_tasks, 40),
-        episodes=_Factor("--episodes", episodes_per_task, episodes_per_task, 20),
+        episodes=_episodes_factor("--episodes", episodes_per_task, "--budget-steps", budget_steps, horizon),
         batches=_Factor("--steps", num_steps, 2, 2),  # two batches alive, however many steps
         graph_batches=1,
         graph_copies=C_GRAPH / 2 if num_steps > 0 else 0,

@@ -289,6 +289,7 @@ class Trainer:
                 batch = collect(
                     self.env, self.policy, learner.shared_params(), self.config, shard.size,
                     [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
+                    budget=self.config.maml.fast_batch_steps, any_rank=world.any_failed,
                 )
             except NonFiniteError as caught:
                 error = caught
