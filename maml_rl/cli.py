@@ -131,9 +131,9 @@ def _check_processes(args: argparse.Namespace) -> int:
 
 def _launch(args: argparse.Namespace, nproc: int, run_dir: Path | None) -> int:
     """``maml-rl train|evaluate … --nproc R``: the same command in ``R`` local processes through
-    ``torch.distributed.run`` (standalone rendezvous), with ``--output run_dir`` added when the command had no
-    ``--output`` (so every rank writes to, or reads, the directory this process chose); returns the launcher's
-    exit status."""
+    ``torch.distributed.run`` (standalone rendezvous; :mod:`maml_rl.launcher`, which ends a stop without a
+    traceback), with ``--output run_dir`` added when the command had no ``--output`` (so every rank writes to, or
+    reads, the directory this process chose); returns the launcher's exit status."""
     import subprocess
 
     argv = list(args.argv)
@@ -148,7 +148,7 @@ def _launch(args: argparse.Namespace, nproc: int, run_dir: Path | None) -> int:
             rest.append(arg)
     if run_dir is not None and args.output is None:
         rest += ["--output", str(run_dir)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    command = [sys.executable, "-m", "maml_rl.launcher", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "maml_rl.cli", *rest]
     environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, env=environment)

@@ -223,6 +223,29 @@ def test_a_hung_rank_ends_the_job_within_the_collective_timeout(tmp_path):
     assert state["iteration"] >= 2
 
 
+def test_sigterm_to_a_data_parallel_run_checkpoints_and_exits_like_one_process(tmp_path):
+    """SIGTERM to ``maml-rl train --nproc 2`` reaches the workers; rank 0 checkpoints the last completed iteration,
+    and the job ends with the single-process status (130) and message, without the launcher's traceback."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "maml_rl.cli", "train", "navigation-2d/paper", "--output", str(run), *TINY,
+               "--set", "train.num_iterations=100000", "--set", "train.checkpoint_every=1000", "--nproc", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_metrics(run / "metrics.csv")) < 2 if (run / "metrics.csv").exists() else True:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted; the last completed iteration" in err and "Traceback" not in err, err[-2000:]
+    iteration, state = load_checkpoint(run)
+    assert iteration >= 2 and state["iteration"] == iteration
+
+
 def _free_port():
     import socket
 
