@@ -90,6 +90,13 @@ class Episodes:
         """Undiscounted return of every episode slot: ``[N]`` (0 for a dropped slot, see :meth:`episode_counts`)."""
         return (self.rewards * self.mask).sum(0)
 
+    def kept_returns(self) -> Tensor:
+        """Undiscounted returns of the batch's episodes, the dropped slots of a step-budget collection left out:
+        ``[number of episodes]`` in slot order (``[N]`` when nothing was dropped)."""
+        returns = self.episode_returns()
+        kept = self.mask[0] > 0
+        return returns if bool(kept.all()) else returns[kept]
+
     def episode_counts(self) -> Tensor:
         """Episodes per task ``[M]``: the slots whose first step is unmasked. Every sampled episode takes its first
         step; slots of a step-budget collection that were dropped (:func:`join_rounds`) are masked throughout."""

@@ -52,7 +52,7 @@ HPARAM_METRICS = ("returns/pre_adapt_mean", "returns/post_adapt_mean", "trpo/kl_
 
 
 def _returns_stats(prefix: str, episodes: Episodes) -> dict[str, float]:
-    returns = episodes.episode_returns()
+    returns = episodes.kept_returns()
     std = float(returns.std()) if returns.numel() > 1 else 0.0  # the sample std of one episode is undefined
     return {f"returns/{prefix}_mean": float(returns.mean()), f"returns/{prefix}_std": std}
 
@@ -81,7 +81,7 @@ def returns_metrics(batch: MetaBatch, world: World | None = None) -> dict[str, f
         return metrics
     shares = []
     for _, episodes in named:
-        returns = episodes.episode_returns().detach().to(torch.float64)
+        returns = episodes.kept_returns().detach().to(torch.float64)
         shares += [float(returns.numel()), float(returns.sum()), float((returns * returns).sum())]
     sums = world.reducer(1).sum_floats(*shares)
     for i, (prefix, _) in enumerate(named):

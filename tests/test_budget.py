@@ -15,7 +15,7 @@ from maml_rl.collect import sample
 from maml_rl.config import ConfigError, load_config
 from maml_rl.episodes import Episodes, join_rounds
 from maml_rl.policies import GaussianMLPPolicy, task_params
-from maml_rl.trainer import Trainer
+from maml_rl.trainer import Trainer, _returns_stats
 
 
 def _batch(m: int, e: int, steps: int, lengths: list[int], reward: float) -> Episodes:
@@ -40,6 +40,9 @@ def test_join_rounds_keeps_each_tasks_rounds_and_masks_the_dropped_ones():
     assert joined.episode_counts().tolist() == [4, 2]
     # task 0: returns 1, 2, 6, 2 -> mean 2.75; task 1: 4, 4 -> 4 (the dropped slots are not averaged in)
     assert joined.task_returns().tolist() == [2.75, 4.0]
+    assert joined.kept_returns().tolist() == [1, 2, 6, 2, 4, 4]
+    # the logged returns are over kept episodes only: (1 + 2 + 6 + 2 + 4 + 4) / 6
+    assert _returns_stats("post_adapt", joined)["returns/post_adapt_mean"] == pytest.approx(19 / 6)
     assert joined.num_steps == 7 + 8
     assert float(joined.rewards[:, 6:].abs().sum()) == 0.0
     # one round kept by every task is the batch itself
