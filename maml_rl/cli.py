@@ -206,6 +206,7 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
                          "continues its own random streams, so the seed cannot change (start a new run instead)")
     # Extending a run (more iterations) changes nothing already computed: no confirmation needed.
     saved["train"]["num_iterations"] = current["train"]["num_iterations"]
+    saved["evaluation"] = current["evaluation"]  # evaluation defaults do not touch training
     if saved != current and not allow_change:
         changed = sorted(
             f"{section}.{key}"
@@ -228,12 +229,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     from maml_rl.build import resolve_device
     from maml_rl.distributed import World, check_shardable
 
-    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed, args.budget_steps)
+    if args.budget_steps is not None and args.budget_steps < 0:
+        raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
+    evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)  # the flags' checks, before any loading
     nproc = args.nproc if args.nproc is not None else world_size
-    check_shardable(protocol.num_tasks, nproc, key="--tasks")
+    check_shardable(args.tasks, nproc, key="--tasks")
     if args.output:
         output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
+    # --budget-steps: the flag, else the run's evaluation.budget_steps; 0 means --episodes episodes either way
+    budget = args.budget_steps if args.budget_steps is not None else primary.config.evaluation.budget_steps
+    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed, budget or None)
     rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
     if args.random:
         rows.append(evaluation.random_row(primary.config, protocol))
@@ -337,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "--budget-steps (default: 20)")
     evaluate.add_argument("--budget-steps", type=int, metavar="B",
                           help="environment steps per task and step: rounds of --episodes episodes until each task "
-                               "has B steps, as the reference code's evaluation (batch_size 4000 for 2D navigation "
-                               "and HalfCheetah, 8000 for Ant direction; default: --episodes episodes, one round)")
+                               "has B steps, as the reference code's evaluation (batch_size 4000 for 2D navigation, "
+                               "HalfCheetah and Ant velocity, 8000 for Ant direction); default: the run's "
+                               "evaluation.budget_steps (the paper presets of the locomotion families and "
+                               "navigation-2d/reference set the reference's), else --episodes episodes; 0: "
+                               "--episodes episodes")
     evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed; a stream training never uses "
                                                              "(default: 0)")
     evaluate.add_argument("--compare", nargs="+", action="extend", metavar="RUN_DIR",

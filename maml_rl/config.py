@@ -125,6 +125,16 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Defaults of ``maml-rl evaluate`` for runs of this config (its flags override them; docs/architecture.md §6)."""
+
+    budget_steps: int | None = None
+    """Environment steps per task at every adaptation step (``--budget-steps``): the reference code's evaluation
+    ``batch_size`` (cbfinn/maml_rl ``maml_examples/test_maml_*.py``: 4000 for 2D navigation, HalfCheetah and Ant
+    velocity, 8000 for Ant direction). None: ``--episodes`` episodes per task."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: one section per concern."""
 
@@ -133,6 +143,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     maml: MamlConfig = field(default_factory=MamlConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples as lists), suitable for YAML."""
@@ -347,6 +358,8 @@ def validate(config: Config) -> Config:
     _check_positive("train.checkpoint_every", train.checkpoint_every)
     if train.num_threads is not None:
         _check_positive("train.num_threads", train.num_threads)
+    if config.evaluation.budget_steps is not None:
+        _check_positive("evaluation.budget_steps", config.evaluation.budget_steps)
     if train.seed < 0:
         raise ConfigError(f"train.seed: must be >= 0, got {train.seed}")
     if not (train.device == "cpu" or train.device == "cuda" or train.device.startswith("cuda:")):

@@ -132,4 +132,32 @@ def test_evaluate_with_a_step_budget_records_it(tmp_path):
                  "--output", str(out)]) == 0
     result = json.loads((out / "adaptation.json").read_text())
     assert result["protocol"]["budget_steps"] == 30
-    assert main(["evaluate", str(run), "--tasks", "2", "--budget-steps", "0", "--output", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", str(run), "--tasks", "2", "--budget-steps", "-1", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_evaluate_takes_the_budget_of_the_runs_config_unless_told(tmp_path):
+    from maml_rl.cli import main
+
+    run = tmp_path / "run"
+    overrides = ["maml.meta_batch_size=2", "maml.fast_batch_size=2", "policy.hidden_sizes=[8]", "env.horizon=10",
+                 "train.num_iterations=1", "evaluation.budget_steps=25"]
+    assert main(["train", "navigation-2d/paper", "--output", str(run), "--no-progress",
+                 *[x for o in overrides for x in ("--set", o)]]) == 0
+    budgets = {}
+    for name, flags in {"config": [], "flag": ["--budget-steps", "12"], "off": ["--budget-steps", "0"]}.items():
+        out = tmp_path / name
+        assert main(["evaluate", str(run), "--tasks", "2", "--steps", "0", "--episodes", "2", "--output", str(out),
+                     *flags]) == 0
+        budgets[name] = json.loads((out / "adaptation.json").read_text())["protocol"]["budget_steps"]
+    assert budgets == {"config": 25, "flag": 12, "off": None}
+    with pytest.raises(ConfigError, match=r"evaluation\.budget_steps: must be > 0"):
+        load_config("experiments/navigation-2d/paper.yaml", ["evaluation.budget_steps=0"])
+
+
+@pytest.mark.parametrize(("preset", "training", "evaluation"), [
+    ("navigation-2d/reference", 2000, 4000), ("halfcheetah-vel/paper", 4000, 4000),
+    ("halfcheetah-dir/paper", 4000, 4000), ("ant-vel/paper", 4000, 4000), ("ant-dir/paper", 4000, 8000),
+])
+def test_reference_presets_carry_the_reference_budgets(preset, training, evaluation):
+    config = load_config(f"experiments/{preset}.yaml")
+    assert (config.maml.fast_batch_steps, config.evaluation.budget_steps) == (training, evaluation)
