@@ -156,7 +156,7 @@ def test_tasks_spaces_and_oracle_as_native(pairs):
     assert warp.single_observation_space == native.single_observation_space
     assert warp.single_action_space == native.single_action_space
     obs, _ = pair.warp.reset(seed=0)
-    np.testing.assert_array_equal(as_numpy(obs)[:, -2:], pair.native._task.astype(np.float32))
+    np.testing.assert_array_equal(as_numpy(obs)[:, -2:], pair.native.task_rows["goal"].astype(np.float32))
 
 
 def test_reset_noise_seeding_and_partial_reset(pairs):
@@ -205,9 +205,9 @@ def test_termination_freezes_and_unstable_worlds_reset(pairs):
 
 def test_graph_replay_equals_eager_launches(pairs):
     family = pairs("halfcheetah-vel").warp_family
-    from envs.locomotion.warp_env import WarpLocomotionVectorEnv
+    from envs.locomotion import LocomotionVectorEnv
 
-    envs_ = [WarpLocomotionVectorEnv(family, 2, max_episode_steps=10, use_graph=flag) for flag in (True, False)]
+    envs_ = [LocomotionVectorEnv(family, 2, max_episode_steps=10, use_graph=flag) for flag in (True, False)]
     results = []
     for env in envs_:
         env.set_tasks({"velocity": np.ones(2)})
@@ -275,11 +275,11 @@ def test_single_env_registration(pairs):
 def test_cuda_backend_follows_native(name, use_graph):
     """warp on CUDA (graph replay or eager launches, sync-free defaults) against native MuJoCo: two steps from
     the same state under the same actions, with the tolerances of the CPU-device comparison above."""
-    from envs.locomotion.warp_env import WarpLocomotionVectorEnv
+    from envs.locomotion import LocomotionVectorEnv
 
     native_family, warp_family = make_family(name), make_family(name, backend="warp")
     native = native_family.make_vector_env(N)
-    cuda = WarpLocomotionVectorEnv(warp_family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
+    cuda = LocomotionVectorEnv(warp_family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
     assert cuda.sim.sync_free and cuda.deferred_action_checks
     tasks = native_family.sample_tasks(N, np.random.default_rng(0))
     native.set_tasks(tasks)
