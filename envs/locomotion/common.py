@@ -43,9 +43,10 @@ RESET_QVEL_NOISE = ("normal", "uniform")
 
 
 def sum_rows(x: Tensor) -> Tensor:
-    """Sums over the last axis of a contiguous ``[N, k]`` tensor. On the CPU the sum is numpy's (its pairwise
-    order), so the native backend's rewards stay bit-identical to numpy code; elsewhere ``torch.sum``."""
-    if x.device.type == "cpu":
+    """Sums over the last axis of an ``[N, k]`` tensor. For float64 on the CPU (the native backend's state) the
+    sum is numpy's, in its pairwise order, so the native rewards stay bit-identical to numpy code (torch sums in
+    another order: last-bit differences); otherwise ``torch.sum`` (no host round trip)."""
+    if x.device.type == "cpu" and x.dtype == torch.float64:
         return torch.from_numpy(np.ascontiguousarray(x.numpy()).sum(axis=1))
     return x.sum(dim=1)
 

@@ -18,7 +18,8 @@ from envs.locomotion import FAMILIES, LocomotionVectorEnv, load_model
 from envs.locomotion.models import ASSET_DIR
 
 #: the families of the MAML paper, tested here; the newer ones in test_locomotion_new_families.py
-PAPER_FAMILIES = [family for family in FAMILIES if family.robot in ("half_cheetah", "ant") and family.name != "ant-dir2d"]
+MAML_PAPER = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal")
+PAPER_FAMILIES = [family for family in FAMILIES if family.name in MAML_PAPER]
 FAMILY_NAMES = [family.name for family in PAPER_FAMILIES]
 DT = 0.05  # 5 x timestep 0.01, both robots
 
@@ -438,3 +439,39 @@ def test_env_device_follows_the_backend():
     tests/envs/test_warp_backend.py)."""
     assert make_family("halfcheetah-vel").env_device("cuda") == "cpu"
     assert make_family("navigation-2d").env_device("cuda") == "cuda"
+
+
+# -------------------------------------------------------------------------------------------- refactor parity
+#: obs[:, :4], rewards and terminations after 10 steps, recorded with the two separate vector environments that
+#: preceded the unified one (commit 12f9fa9; identical to the last bit there, also over 40 steps for six configs)
+BEFORE_UNIFICATION = {
+    "halfcheetah-vel": (
+        [[0.11213850975036621, 0.36491140723228455, 0.018777061253786087, -0.17420783638954163],
+         [-0.04093165323138237, 0.01843305677175522, -0.11735694855451584, 0.1532594859600067],
+         [-0.12727929651737213, 0.2746962010860443, 0.07394706457853317, -0.3354741036891937]],
+        [-0.2414187341928482, -1.8088282346725464, -0.826497495174408],
+    ),
+    "ant-goal": (
+        [[0.6625192165374756, 0.9549840092658997, 0.19271127879619598, -0.05348731204867363],
+         [0.7645830512046814, 0.985496997833252, 0.1634976714849472, 0.03780163452029228],
+         [0.6811585426330566, 0.9721776843070984, 0.19270458817481995, -0.02959658019244671]],
+        [2.4978549480438232, 1.3962516784667969, 2.731949806213379],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_UNIFICATION))
+def test_unified_env_reproduces_the_trajectories_of_the_old_one(name):
+    options = {"use_contact_forces": True} if name == "ant-goal" else {}
+    family = make_family(name, num_threads=1, **options)
+    env = family.make_vector_env(3)
+    env.set_tasks(family.sample_tasks(3, np.random.default_rng(11)))
+    env.reset(seed=5)
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        obs, reward, terminated, _, _ = env.step(rng.uniform(-1.2, 1.2, env.action_space.shape).astype(np.float32))
+    expected_obs, expected_reward = BEFORE_UNIFICATION[name]
+    assert obs.dtype == np.float32 and reward.dtype == np.float32 and isinstance(terminated, np.ndarray)
+    np.testing.assert_allclose(obs[:, :4], np.float32(expected_obs), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(reward, np.float32(expected_reward), rtol=1e-6, atol=0)
+    assert not terminated.any()
