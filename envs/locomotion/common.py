@@ -33,7 +33,7 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
 from envs._actions import ActionValidator
-from envs.base import MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
+from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import default_num_threads
 from envs.locomotion.models import ROBOT_FRAME_SKIP, load_model
 from envs.locomotion.simulator import Simulator, check_backend, make_simulator
@@ -451,7 +451,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         if velocity.shape[1] > 1:
             info["y_velocity"] = masked(velocity[:, 1])
         info.update({name: masked(term) for name, term in terms.items()})
-        info["unstable"] = self._output(unstable)
+        info[UNSTABLE] = self._output(unstable)
         obs = family.observe(sim, self._tasks)
         truncated = self._elapsed >= self.max_episode_steps
         return self._output(obs), reward, self._output(self._terminated.clone()), self._output(truncated), info
