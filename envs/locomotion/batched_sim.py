@@ -69,6 +69,9 @@ class BatchedSim(Simulator):
         frame_skip: physics steps per ``step``.
         fields: MjData fields to read back after every call (``Simulator.fields``); ``cfrc_ext`` is only
             computed during the step by a model that asks for it (see ``envs.locomotion.models``).
+        contact_after_step: compute ``cfrc_ext`` at the new state after each step (one ``mj_forward`` of the
+            stepped simulations) instead of at the state before the last physics step; the other fields keep the
+            values the step left (those of ``mj_step``).
     """
 
     device = torch.device("cpu")
@@ -83,6 +86,7 @@ class BatchedSim(Simulator):
         num_threads: int | None = None,
         frame_skip: int,
         fields: tuple[str, ...] = (),
+        contact_after_step: bool = False,
     ) -> None:
         if num_threads is None:
             num_threads = default_num_threads()
@@ -99,11 +103,19 @@ class BatchedSim(Simulator):
         self.qvel = torch.from_numpy(self._batch.bind("qvel"))
         #: ``[N, nu]`` actuator controls, applied by the next ``step`` (write into it)
         self.ctrl = torch.from_numpy(self._batch.bind("ctrl"))
+        bound = {name: self._batch.bind(name) for name in fields}
+        #: with ``contact_after_step``: the fields other than ``cfrc_ext`` as the step left them (own copies)
+        self._kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if contact_after_step:
+            if "cfrc_ext" not in fields:
+                raise ValueError("contact_after_step needs the field 'cfrc_ext'")
+            self._kept = {name: (array, array.copy()) for name, array in bound.items() if name != "cfrc_ext"}
+            bound.update({name: copy for name, (_, copy) in self._kept.items()})
         #: ``{name: [N, ...]}`` MjData outputs, copied out by the batch after every call (read-only views of those
         #: copies: torch warns that it cannot mark a tensor read-only; nothing writes to them)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-            self.fields = {name: torch.from_numpy(self._batch.bind(name)) for name in fields}
+            self.fields = {name: torch.from_numpy(array) for name, array in bound.items()}
         self._warning_counts = self._batch.warning[:, :, 1]  # [N, mjNWARNING] occurrence counters (view)
 
     def set_state(self, mask: Tensor, qpos: Tensor, qvel: Tensor) -> None:
@@ -126,6 +138,7 @@ class BatchedSim(Simulator):
         self.qvel.numpy()[rows] = qvel.numpy()[rows]
         if self.fields:
             self._batch.forward(rows)
+            self._keep_fields()
 
     def reset_to_defaults(self, mask: np.ndarray) -> None:
         """Put the simulations where ``mask`` is True at the model's default state (``qpos0``, rest)."""
@@ -148,6 +161,11 @@ class BatchedSim(Simulator):
             self._batch.step(rows, nstep=self.frame_skip)
         except mjbatch.SimulationError as error:  # those simulations kept their state from before the call
             failed[error.ids] = True
+        if self._kept:  # keep the step's fields, then contact forces at the new state
+            self._keep_fields()
+            stepped = rows & ~failed
+            if stepped.any():
+                self._batch.forward(stepped)
         qpos, qvel = self.qpos.numpy(), self.qvel.numpy()
         unstable = self._warning_counts.any(axis=1)
         unstable |= failed
@@ -156,6 +174,10 @@ class BatchedSim(Simulator):
         unstable &= rows
         self.reset_to_defaults(unstable)
         return torch.from_numpy(unstable)
+
+    def _keep_fields(self) -> None:
+        for bound, copy in self._kept.values():
+            np.copyto(copy, bound)
 
     def set_model_fields(self, values: dict[str, Tensor]) -> None:
         """Per-simulation model parameters (``Batch.expand``), then ``mj_setConst`` per simulation if any of them
@@ -167,4 +189,4 @@ class BatchedSim(Simulator):
 
     def close(self) -> None:
         """Release the native thread pool and the state (the bound arrays keep the batch alive)."""
-        del self._batch, self.qpos, self.qvel, self.ctrl, self.fields, self._warning_counts
+        del self._batch, self.qpos, self.qvel, self.ctrl, self.fields, self._warning_counts, self._kept

@@ -144,6 +144,9 @@ class LocomotionFamily(TaskFamily):
     data_fields: ClassVar[tuple[str, ...]] = ()
     #: model fields the tasks set per sub-environment (``_model_field_values``)
     model_fields: ClassVar[tuple[str, ...]] = ()
+    #: read ``cfrc_ext`` at the state after the step (native ``BatchedSim(contact_after_step=True)``) rather than
+    #: from the last physics step's constraint solve
+    contact_forces_after_step: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -329,6 +332,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         self.sim: Simulator = make_simulator(
             family.backend, model, self.num_envs, frame_skip=family.frame_skip, fields=family.sim_fields,
             model_fields=family.model_fields, device=device, num_threads=family.num_threads, use_graph=use_graph,
+            contact_after_step=family.contact_forces_after_step and family.use_contact_forces,
         )
         sim = self.sim
         self.device = "cpu" if sim.host_arrays else sim.device

@@ -112,6 +112,7 @@ def make_simulator(
     device: Any = "cpu",
     num_threads: int | None = None,
     use_graph: bool = True,
+    contact_after_step: bool = False,
 ) -> Simulator:
     """The simulator of ``backend`` ("native": ``BatchedSim`` on the CPU; "warp": ``WarpSim`` on ``device``).
 
@@ -126,12 +127,16 @@ def make_simulator(
         device: "cpu" for native; "cpu", "cuda" or "cuda:N" for warp.
         num_threads: native threads (native only; None: the cores available to the process).
         use_graph: replay the physics as a captured warp graph (warp only).
+        contact_after_step: ``cfrc_ext`` at the new state after each step, the other fields as the step left
+            them (native only; see ``BatchedSim``).
     """
     check_backend(backend)
     unknown = sorted(set(fields) - set(DATA_FIELDS)) + sorted(set(model_fields) - set(MODEL_FIELDS))
     if unknown:
         raise ValueError(f"unsupported simulator fields {unknown}; data: {DATA_FIELDS}, model: {MODEL_FIELDS}")
     if backend == "warp":
+        if contact_after_step:
+            raise ValueError("contact_after_step is implemented by the native backend only")
         from envs.locomotion.warp_sim import WarpSim  # imports mujoco_warp and warp
 
         return WarpSim(
@@ -145,4 +150,7 @@ def make_simulator(
         )
     from envs.locomotion.batched_sim import BatchedSim
 
-    return BatchedSim(model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields)
+    return BatchedSim(
+        model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields,
+        contact_after_step=contact_after_step,
+    )
