@@ -294,3 +294,29 @@ def test_gymnasium_registration_passes_check_env(name):
     assert obs.shape == (state_dim + task_dim,)
     flat = np.concatenate([np.reshape(task[key], -1) for key in family.task_shapes])
     np.testing.assert_array_equal(obs[state_dim:], flat)
+
+
+# ------------------------------------------------------------------------------------------------ training
+TINY_RUN = ["--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=10",
+            "--set", "policy.hidden_sizes=[8]", "--set", "train.num_threads=1", "--set", "train.num_iterations=2",
+            "--no-progress"]
+
+
+@pytest.mark.parametrize("config", ["hopper-params/modern", "walker2d-params/paper", "humanoid-dir/modern",
+                                    "ant-dir2d/promp"])
+def test_maml_rl_train_runs_two_iterations(tmp_path, capsys, config):
+    """``maml-rl train <config> --set ...``: two tiny meta-iterations write finite metrics."""
+    import math
+
+    from maml_rl.cli import main
+    from maml_rl.logging import read_metrics
+
+    out = tmp_path / "run"
+    assert main(["train", config, "--output", str(out), *TINY_RUN]) == 0, capsys.readouterr().err
+    rows = read_metrics(out / "metrics.csv")
+    assert [row["iteration"] for row in rows] == [1, 2]
+    for row in rows:
+        assert 0 < row["env/steps"] <= 2 * 2 * 2 * 10
+        for name in ("returns/pre_adapt_mean", "returns/post_adapt_mean", "policy/std"):
+            assert math.isfinite(row[name]), name
+    assert f"family: {config.split('/')[0]}" in (out / "config.yaml").read_text()
