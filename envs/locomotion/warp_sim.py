@@ -4,7 +4,8 @@ The ``warp`` implementation of ``envs.locomotion.simulator.Simulator`` (the coun
 docs/architecture.md §7): one ``mujoco_warp`` model and one ``Data`` with ``nworld = N``; ``qpos``/``qvel``/``ctrl``
 and ``fields`` are zero-copy torch views (``wp.to_torch``) of the device arrays, float32, so observations and
 rewards are computed by torch where the physics lives and nothing is copied to the host.
-* Per-world model parameters: the fields named in ``model_fields`` are put on the device with one row per world
+* Per-world model parameters: the fields named in ``model_fields``, and the constants ``mujoco_warp.set_const``
+  derives from them (``SET_CONST_OUTPUTS``), are put on the device with one row per world
   (``put_model(batch_sizes=...)``); ``set_model_fields`` writes them and runs ``mujoco_warp.set_const``.
 
 * Stepping: ``frame_skip`` calls to ``mujoco_warp.step`` advance every world. They are captured once in a
@@ -47,6 +48,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
 
 wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+
+#: the model fields ``mujoco_warp.set_const`` writes: with per-world parameters they need a row per world too
+SET_CONST_OUTPUTS = (
+    "body_subtreemass", "body_invweight0", "dof_invweight0", "tendon_invweight0", "actuator_acc0", "geom_aabb",
+    "geom_rbound", "tendon_length0", "eq_data", "cam_pos0", "cam_poscom0", "cam_mat0", "light_pos0",
+    "light_poscom0", "light_dir0",
+)
 
 #: MuJoCo's ``mjMAXVAL``: a larger |qpos|, |qvel| or |qacc| counts as unstable (MuJoCo warns and resets there)
 MAX_VALUE = 1e10
@@ -119,7 +127,8 @@ class WarpSim(Simulator):
         #: On by default on CUDA, where that question would synchronize the stream every step.
         self.sync_free = self.warp_device.is_cuda
         with wp.ScopedDevice(self.warp_device):
-            self._model = mjw.put_model(model, batch_sizes={name: self.num_envs for name in model_fields})
+            batched = (*model_fields, *SET_CONST_OUTPUTS) if model_fields else ()
+            self._model = mjw.put_model(model, batch_sizes={name: self.num_envs for name in batched})
             self._data = mjw.make_data(model, nworld=self.num_envs)
         # The uploads above ran on warp's own stream, every later launch runs on torch's: wait for them once here,
         # so that no torch operation on the views can overtake them (a no-op on the CPU).

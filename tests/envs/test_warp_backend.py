@@ -61,6 +61,8 @@ PAIR_SPECS = {
     "ant-dir": ("ant-dir", {}),
     "ant-goal-oracle": ("ant-goal", {"oracle": True}),
     "ant-vel-contact": ("ant-vel", {"use_contact_forces": True}),
+    "hopper-params": ("hopper-params", {}),  # random per-world masses, inertias, damping, friction
+    "ant-dir2d-oracle": ("ant-dir2d", {"oracle": True}),
 }
 
 
@@ -240,6 +242,8 @@ def test_backend_option_and_device_errors(monkeypatch):
         make_family("halfcheetah-vel", backend="warp").make_vector_env(2, device="meta")
     with pytest.raises(ValueError, match="device"):
         make_family("halfcheetah-vel").make_vector_env(2, device="cuda")
+    with pytest.raises(ValueError, match="PGS"):  # humanoid.xml's solver is not in mujoco_warp
+        make_family("humanoid-dir", backend="warp")
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
@@ -248,6 +252,18 @@ def test_backend_option_and_device_errors(monkeypatch):
     )
     with pytest.raises(ImportError, match="pip install"):
         make_family("ant-goal", backend="warp")
+
+
+def test_per_world_parameters_and_derived_constants_as_native(pairs):
+    """Each world's masses, damping and the constants ``set_const`` derives from them (subtree masses, inverse
+    weights) equal the native simulator's per-simulation values (``mujoco.batch``'s ``mj_setConst``)."""
+    pair = pairs("hopper-params")
+    for name in ("body_mass", "body_inertia", "dof_damping", "geom_friction", "body_subtreemass", "dof_invweight0"):
+        warp_values = getattr(pair.warp.sim._model, name).numpy()
+        native_values = pair.native.sim._batch.expanded(name)
+        assert warp_values.shape == native_values.shape == (N, *native_values.shape[1:])
+        np.testing.assert_allclose(warp_values, native_values, rtol=1e-5, err_msg=name)
+        assert np.abs(native_values[0] - native_values[1]).max() > 0, name  # the worlds differ
 
 
 def test_env_device_is_the_learner_device():
