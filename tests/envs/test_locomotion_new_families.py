@@ -303,7 +303,7 @@ TINY_RUN = ["--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2"
 
 
 @pytest.mark.parametrize("config", ["hopper-params/modern", "walker2d-params/paper", "humanoid-dir/modern",
-                                    "ant-dir2d/promp"])
+                                    "ant-dir2d/modern"])
 def test_maml_rl_train_runs_two_iterations(tmp_path, capsys, config):
     """``maml-rl train <config> --set ...``: two tiny meta-iterations write finite metrics."""
     import math
