@@ -447,14 +447,12 @@ class LocomotionVectorEnv(MetaVectorEnv):
         self._terminated = self._terminated | (active & (unstable | ~family.healthy(sim)))
         self._elapsed += 1
 
-        def masked(value: Tensor) -> Any:
-            return self._output(torch.where(scored, value, 0.0).to(torch.float32))
-
-        reward = masked(sum(terms.values()))  # type: ignore[arg-type]
-        info: dict[str, Any] = {"x_velocity": masked(velocity[:, 0])}
-        if velocity.shape[1] > 1:
-            info["y_velocity"] = masked(velocity[:, 1])
-        info.update({name: masked(term) for name, term in terms.items()})
+        # reward, velocities and terms masked and cast in one go: [k, N] float32, one row each
+        names = ["x_velocity", "y_velocity"][: velocity.shape[1]] + list(terms)
+        rows = torch.stack([sum(terms.values()), *velocity.T[:2], *terms.values()])  # type: ignore[arg-type]
+        scored_rows = self._output(torch.where(scored, rows, 0.0).to(torch.float32))
+        reward = scored_rows[0]
+        info: dict[str, Any] = dict(zip(names, scored_rows[1:], strict=True))
         info[UNSTABLE] = self._output(unstable)
         obs = family.observe(sim, self._tasks)
         truncated = self._elapsed >= self.max_episode_steps
