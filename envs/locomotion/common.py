@@ -449,7 +449,8 @@ class LocomotionVectorEnv(MetaVectorEnv):
 
         # reward, velocities and terms masked and cast in one go: [k, N] float32, one row each
         names = ["x_velocity", "y_velocity"][: velocity.shape[1]] + list(terms)
-        rows = torch.stack([sum(terms.values()), *velocity.T[:2], *terms.values()])  # type: ignore[arg-type]
+        total: Tensor = sum(terms.values())  # type: ignore[assignment]  # the terms are [N] tensors
+        rows = torch.stack([total, *velocity.T[:2], *terms.values()])
         scored_rows = self._output(torch.where(scored, rows, 0.0).to(torch.float32))
         reward = scored_rows[0]
         info: dict[str, Any] = dict(zip(names, scored_rows[1:], strict=True))
