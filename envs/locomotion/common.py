@@ -34,9 +34,10 @@ from torch import Tensor
 
 from envs._actions import ActionValidator
 from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
-from envs.locomotion.batched_sim import default_num_threads
+from envs.locomotion.batched_sim import BatchedSim, default_num_threads
 from envs.locomotion.models import ROBOT_FRAME_SKIP, load_model
-from envs.locomotion.simulator import Simulator, check_backend, make_simulator
+from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
+from envs.locomotion.warp_sim import WarpSim
 
 #: the noise distributions of gymnasium v5's ``reset_model`` for qvel
 RESET_QVEL_NOISE = ("normal", "uniform")
@@ -108,6 +109,57 @@ def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarr
     if mask.dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (num_envs,):
         raise ValueError(f"options['reset_mask'] must be a bool array of shape [{num_envs}]")
     return mask
+
+
+def make_simulator(
+    backend: str,
+    model: mujoco.MjModel,
+    num_envs: int,
+    *,
+    frame_skip: int,
+    fields: tuple[str, ...] = (),
+    model_fields: tuple[str, ...] = (),
+    device: Any = "cpu",
+    num_threads: int | None = None,
+    use_graph: bool = True,
+    contact_after_step: bool = False,
+) -> Simulator:
+    """The simulator of ``backend`` ("native": ``BatchedSim`` on the CPU; "warp": ``WarpSim`` on ``device``).
+
+    Args:
+        backend: one of ``BACKENDS``.
+        model: the MuJoCo model (never modified; each simulator copies it).
+        num_envs: ``N``.
+        frame_skip: physics steps per ``step``.
+        fields: the ``DATA_FIELDS`` to expose in ``Simulator.fields`` (``cfrc_ext`` needs a model that computes
+            it during the step, see ``envs.locomotion.models``).
+        model_fields: the ``MODEL_FIELDS`` that ``set_model_fields`` will be given.
+        device: "cpu" for native; "cpu", "cuda" or "cuda:N" for warp.
+        num_threads: native threads (native only; None: the cores available to the process).
+        use_graph: replay the physics as a captured warp graph (warp only).
+        contact_after_step: ``cfrc_ext`` at the new state after each step, the other fields as the step left
+            them (native only; see ``BatchedSim``).
+    """
+    check_backend(backend)
+    unknown = sorted(set(fields) - set(DATA_FIELDS)) + sorted(set(model_fields) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unsupported simulator fields {unknown}; data: {DATA_FIELDS}, model: {MODEL_FIELDS}")
+    if backend == "warp":
+        if contact_after_step:
+            raise ValueError("contact_after_step is implemented by the native backend only")
+        return WarpSim(
+            model, num_envs, device=device, frame_skip=frame_skip, fields=fields, model_fields=model_fields,
+            use_graph=use_graph,
+        )
+    if str(device) != "cpu":
+        raise ValueError(
+            f"the native backend simulates on the CPU and returns numpy; got device {device!r} "
+            "(the family option backend='warp' simulates on a GPU)"
+        )
+    return BatchedSim(
+        model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields,
+        contact_after_step=contact_after_step,
+    )
 
 
 class LocomotionFamily(TaskFamily):

@@ -11,25 +11,23 @@ native     ``BatchedSim`` (``mujoco.batch``, CPU)      float64 CPU views (``torc
 warp       ``WarpSim`` (``mujoco_warp``, CPU or CUDA)  float32 views (``wp.to_torch``) of the device arrays
 =========  ==========================================  ===========================================================
 
-Usage (what ``LocomotionVectorEnv`` does every step)::
+Usage (what ``LocomotionVectorEnv`` does; ``envs.locomotion.common.make_simulator`` picks the implementation)::
 
-    sim = make_simulator("native", model, 800, fields=("cfrc_ext",))
+    sim = make_simulator("native", model, 800, frame_skip=5, fields=("cfrc_ext",))
     sim.set_model_fields({"body_mass": masses})       # optional per-row model parameters, [N, nbody]
     sim.set_state(mask, qpos, qvel)                    # [N] bool, [N, nq], [N, nv] (rows where mask is True)
     sim.ctrl.copy_(controls)                           # [N, nu]
     unstable = sim.step(active)                        # [N] bool; sim.qpos, sim.qvel, sim.fields[...] updated
 
-Only this module decides which implementation to import; ``mujoco_warp`` is imported lazily, when a warp
-simulator is built (``envs.locomotion.warp_sim`` imports it at module level).
+This module only defines the interface; the implementations import it, never the reverse. ``warp`` is imported
+by ``envs.locomotion.warp_sim`` itself, when its first simulator is built.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from typing import Any
 
-import mujoco
 import torch
 from torch import Tensor
 
@@ -99,58 +97,3 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend == "warp" and importlib.util.find_spec("mujoco_warp") is None:
         raise ImportError(f"backend 'warp' needs mujoco_warp, which is not installed: {WARP_INSTALL_HINT}")
-
-
-def make_simulator(
-    backend: str,
-    model: mujoco.MjModel,
-    num_envs: int,
-    *,
-    frame_skip: int,
-    fields: tuple[str, ...] = (),
-    model_fields: tuple[str, ...] = (),
-    device: Any = "cpu",
-    num_threads: int | None = None,
-    use_graph: bool = True,
-    contact_after_step: bool = False,
-) -> Simulator:
-    """The simulator of ``backend`` ("native": ``BatchedSim`` on the CPU; "warp": ``WarpSim`` on ``device``).
-
-    Args:
-        backend: one of ``BACKENDS``.
-        model: the MuJoCo model (never modified; each simulator copies it).
-        num_envs: ``N``.
-        frame_skip: physics steps per ``step``.
-        fields: the ``DATA_FIELDS`` to expose in ``Simulator.fields`` (``cfrc_ext`` needs a model that computes
-            it during the step, see ``envs.locomotion.models``).
-        model_fields: the ``MODEL_FIELDS`` that ``set_model_fields`` will be given.
-        device: "cpu" for native; "cpu", "cuda" or "cuda:N" for warp.
-        num_threads: native threads (native only; None: the cores available to the process).
-        use_graph: replay the physics as a captured warp graph (warp only).
-        contact_after_step: ``cfrc_ext`` at the new state after each step, the other fields as the step left
-            them (native only; see ``BatchedSim``).
-    """
-    check_backend(backend)
-    unknown = sorted(set(fields) - set(DATA_FIELDS)) + sorted(set(model_fields) - set(MODEL_FIELDS))
-    if unknown:
-        raise ValueError(f"unsupported simulator fields {unknown}; data: {DATA_FIELDS}, model: {MODEL_FIELDS}")
-    if backend == "warp":
-        if contact_after_step:
-            raise ValueError("contact_after_step is implemented by the native backend only")
-        from envs.locomotion.warp_sim import WarpSim  # imports mujoco_warp and warp
-
-        return WarpSim(
-            model, num_envs, device=device, frame_skip=frame_skip, fields=fields, model_fields=model_fields,
-            use_graph=use_graph,
-        )
-    if str(device) != "cpu":
-        raise ValueError(
-            f"the native backend simulates on the CPU and returns numpy; got device {device!r} "
-            "(the family option backend='warp' simulates on a GPU)"
-        )
-    from envs.locomotion.batched_sim import BatchedSim
-
-    return BatchedSim(
-        model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields,
-        contact_after_step=contact_after_step,
-    )

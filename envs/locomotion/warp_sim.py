@@ -25,8 +25,9 @@ rewards are computed by torch where the physics lives and nothing is copied to t
   ``qpos`` agrees to about 1e-7 after one or two environment steps and then drifts apart chaotically
   (docs/architecture.md §7), so the two backends agree in distribution, not trajectory by trajectory.
 
-Importing this module imports ``warp`` and ``mujoco_warp`` (the ``gpu`` extra) and sets warp's log level to
-warnings, so that kernel loads are not printed on every run.
+This module imports without ``warp``: ``mujoco_warp`` and ``warp`` (the ``gpu`` extra) are imported when the first
+``WarpSim`` is built (``load_warp``), so the locomotion package imports both simulators at module level and never
+imports warp unless the warp backend is used.
 """
 
 from __future__ import annotations
@@ -41,13 +42,24 @@ from torch import Tensor
 
 from envs.locomotion.simulator import WARP_INSTALL_HINT, Simulator
 
-try:
-    import mujoco_warp as mjw
-    import warp as wp
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
+#: ``mujoco_warp`` and ``warp``, imported by ``load_warp`` when the first warp simulator is built
+mjw: Any = None
+wp: Any = None
 
-wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+
+def load_warp() -> None:
+    """Import ``mujoco_warp`` and ``warp`` (once) and set warp's log level to warnings, so that kernel loads are
+    not printed on every run. Raises ``ImportError`` with the install command when they are missing."""
+    global mjw, wp
+    if wp is not None:
+        return
+    try:
+        import mujoco_warp
+        import warp
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
+    warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
+    mjw, wp = mujoco_warp, warp
 
 #: the model fields ``mujoco_warp.set_const`` writes: with per-world parameters they need a row per world too
 SET_CONST_OUTPUTS = (
@@ -66,6 +78,7 @@ def warp_devices(device: Any) -> tuple[torch.device, str]:
     Raises:
         ValueError: unknown device, or CUDA requested where torch or warp sees no GPU.
     """
+    load_warp()
     try:
         torch_device = torch.device(device)
     except (RuntimeError, TypeError) as error:
