@@ -152,6 +152,8 @@ def test_longer_rollouts_agree_in_statistics(pairs, key):
 def test_tasks_spaces_and_oracle_as_native(pairs):
     pair = pairs("ant-goal-oracle")
     native, warp = pair.native_family, pair.warp_family
+    assert type(pair.warp) is type(pair.native)  # one vector environment, two simulators
+    assert type(pair.warp.sim).__name__ == "WarpSim" and type(pair.native.sim).__name__ == "BatchedSim"
     np.testing.assert_array_equal(
         warp.sample_tasks(5, np.random.default_rng(3))["goal"], native.sample_tasks(5, np.random.default_rng(3))["goal"]
     )
