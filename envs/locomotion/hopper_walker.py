@@ -21,7 +21,8 @@ observation ``qpos[1:]`` and ``clip(qvel, −10, 10)`` (11 / 17 values); reward 
 0.001‖a‖²`` (info ``reward_forward``, ``reward_survive``, ``reward_ctrl``), where ``healthy`` is evaluated after
 the step; termination when unhealthy: Hopper ``z = qpos[1] > 0.7``, ``|qpos[2]| < 0.2`` and every element of
 ``(qpos[2:], qvel)`` in ``(−100, 100)``; Walker2d ``0.8 < z < 2.0`` and ``|qpos[2]| < 1``. Reset noise
-``U(−0.005, 0.005)`` on qpos and qvel. Horizon 200 (ProMP's). The control cost uses the clipped action.
+``U(−0.005, 0.005)`` on qpos and qvel. Default horizon 200 (the MAML paper's locomotion horizon; configs set their
+own). The control cost uses the clipped action (gymnasium's the raw one; they agree for actions in ``[-1, 1]``).
 """
 
 from __future__ import annotations

@@ -6,14 +6,16 @@
   ``reward_survive``, ``reward_ctrl``, ``reward_contact``): ProMP's task term, the velocity of the centre of
   mass in the plane projected on ``d``, with gymnasium v5 Humanoid's weight 1.25, healthy reward, control cost
   (on the control, ``ctrl = 0.4·a``) and contact cost; ``v_com`` is the displacement of the mass-weighted mean of
-  the bodies' ``xipos`` over ``dt``, as Humanoid-v5 (for ``d = (1, 0)`` the reward is Humanoid-v5's).
+  the bodies' ``xipos`` over ``dt``, as Humanoid-v5 (for ``d = (1, 0)`` the terms are Humanoid-v5's, the contact
+  cost up to the difference stated below).
 * Termination: torso height ``qpos[2]`` outside ``(1.0, 2.0)``.
 
 Robot and observation are gymnasium's ``Humanoid-v5`` with its defaults: ``humanoid.xml`` (timestep 0.003,
 RK4, frame skip 5, ``dt = 0.015``), 17 actuators with ``ctrlrange [-0.4, 0.4]`` (actions in ``[-1, 1]`` are
 scaled onto it); observation ``qpos[2:]`` (22), ``qvel`` (23), ``cinert[1:]`` (130), ``cvel[1:]`` (78),
 ``qfrc_actuator[6:]`` (17) and ``cfrc_ext[1:]`` (78), 348 values (270 with ``use_contact_forces=False``, which
-also drops the contact cost); reset noise ``U(−0.01, 0.01)`` on qpos and qvel; horizon 200 (ProMP's).
+also drops the contact cost); reset noise ``U(−0.01, 0.01)`` on qpos and qvel; default horizon 200 (the MAML
+paper's locomotion horizon; configs set their own).
 Contact forces: Humanoid-v5 calls ``mj_rnePostConstraint`` after ``mj_step``, on the data of the last
 Runge-Kutta stage; ``mujoco.batch`` has no such call, so ``cfrc_ext`` is computed by one ``mj_forward`` at the new
 state after each step (``BatchedSim(contact_after_step=True)``; the other observed fields keep ``mj_step``'s
