@@ -3,7 +3,7 @@
 For each family, on one machine and in one run:
 
 * (a) limit: ``mujoco.rollout`` stepping ``N`` copies of the model with random controls, one thread per core,
-  many environment steps per call (one environment step = 5 physics steps);
+  many environment steps per call (one environment step = the family's frame skip, 5 or 4 physics steps);
 * (a') ``mujoco.rollout`` called once per environment step (``nstep=5``, full physics state in and out), the
   approach measured in docs/architecture.md §7, for comparison;
 * (b) ``LocomotionVectorEnv.step`` with random actions (pre-drawn), and the ratio b/a.
@@ -41,8 +41,7 @@ import envs.locomotion  # noqa: F401  (registers the families)
 from envs.base import make_family
 from envs.locomotion import FAMILIES
 from envs.locomotion.batched_sim import default_num_threads
-from envs.locomotion.common import RESET_NOISE_SCALE
-from envs.locomotion.models import FRAME_SKIP
+from envs.locomotion.common import LocomotionFamily
 
 FULL_PHYSICS = int(mujoco.mjtState.mjSTATE_FULLPHYSICS)
 
@@ -59,14 +58,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def initial_states(model: mujoco.MjModel, num_envs: int, rng: np.random.Generator) -> np.ndarray:
-    """``[N, nstate]`` full-physics states with gymnasium v5 reset noise."""
+def initial_states(family: LocomotionFamily, num_envs: int, rng: np.random.Generator) -> np.ndarray:
+    """``[N, nstate]`` full-physics states of ``family.model`` with the family's gymnasium v5 reset noise."""
+    model, scale = family.model, family.reset_noise_scale
     data = mujoco.MjData(model)
     states = np.empty((num_envs, mujoco.mj_stateSize(model, FULL_PHYSICS)))
     for i in range(num_envs):
         mujoco.mj_resetData(model, data)
-        data.qpos[:] += rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, model.nq)
-        data.qvel[:] += RESET_NOISE_SCALE * rng.standard_normal(model.nv)
+        data.qpos[:] += rng.uniform(-scale, scale, model.nq)
+        if family.reset_qvel_noise == "uniform":
+            data.qvel[:] += rng.uniform(-scale, scale, model.nv)
+        else:
+            data.qvel[:] += scale * rng.standard_normal(model.nv)
         mujoco.mj_getState(model, data, states[i], FULL_PHYSICS)
     return states
 
@@ -86,20 +89,22 @@ class Rate:
         self.wall, self.cpu = max(self.wall, steps / wall), max(self.cpu, steps / cpu)
 
 
-def rollout_limit(model, num_envs, steps, threads, rng, steps_per_call) -> Callable[[], Callable[[], int]]:
+def rollout_limit(family, num_envs, steps, threads, rng, steps_per_call) -> Callable[[], Callable[[], int]]:
     """(a) or (a'): ``prepare()`` draws start states and controls and returns the timed ``run()``."""
+    model, frame_skip = family.model, family.frame_skip
     runner = rollout.Rollout(nthread=threads)
     datas = [mujoco.MjData(model) for _ in range(threads)]
-    nstep = FRAME_SKIP * steps_per_call
+    nstep = frame_skip * steps_per_call
     nstate = mujoco.mj_stateSize(model, FULL_PHYSICS)
     state_out = np.empty((num_envs, nstep, nstate))
     sensor_out = np.empty((num_envs, nstep, model.nsensordata))
     models = [model] * num_envs
 
     def prepare() -> Callable[[], int]:
-        state = initial_states(model, num_envs, rng)
+        state = initial_states(family, num_envs, rng)
+        low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
         controls = [
-            np.repeat(rng.uniform(-1, 1, (num_envs, steps_per_call, model.nu)), FRAME_SKIP, axis=1)
+            np.repeat(rng.uniform(low, high, (num_envs, steps_per_call, model.nu)), frame_skip, axis=1)
             for _ in range(steps // steps_per_call)
         ]
 
@@ -302,12 +307,12 @@ def main() -> None:
         f" {'b/a cpu':>8} {'simulated':>10}   [env steps/s; cpu: per CPU-second]"
     )
     for name in args.family:
-        model = make_family(name).model
+        family = make_family(name)
         env_prepare, simulated_fraction = vector_env_rate(name, args.num_envs, args.steps, threads, rng)
         a, a1, b = Rate(), Rate(), Rate()
         measured = [
-            (rollout_limit(model, args.num_envs, args.steps, threads, rng, steps_per_call), a),
-            (rollout_limit(model, args.num_envs, args.steps, threads, rng, 1), a1),
+            (rollout_limit(family, args.num_envs, args.steps, threads, rng, steps_per_call), a),
+            (rollout_limit(family, args.num_envs, args.steps, threads, rng, 1), a1),
             (env_prepare, b),
         ]
         for _ in range(args.repeats):

@@ -6,6 +6,7 @@ registers every family and its single-environment gymnasium id (``gymnasium.make
 
 from envs import bandit, locomotion, navigation, tabular_mdp  # noqa: F401  (registers the families)
 from envs.base import (
+    UNSTABLE,
     MetaVectorEnv,
     SingleTaskEnv,
     TaskFamily,
@@ -18,6 +19,7 @@ from envs.base import (
 )
 
 __all__ = [
+    "UNSTABLE",
     "MetaVectorEnv",
     "SingleTaskEnv",
     "TaskFamily",

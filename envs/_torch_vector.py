@@ -2,8 +2,9 @@
 
 ``TorchMetaVectorEnv`` implements the parts of the ``envs.base`` contract that do not depend on the
 dynamics: task validation and transfer to the device, seeding of the ``torch.Generator``, action
-validation (non-finite, out-of-range, shape) and clipping, freezing of terminated sub-environments and
-truncation. A family only writes ``_reset_state`` and ``_step`` as batched tensor operations.
+validation and clipping (``envs._actions.ActionValidator``: non-finite, out-of-range, shape), freezing of
+terminated sub-environments and truncation. A family only writes ``_reset_state`` and ``_step`` as batched
+tensor operations.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
+from envs._actions import ActionValidator
 from envs.base import MetaVectorEnv, Tasks, check_positive_int
 
 
@@ -63,19 +65,24 @@ class TorchMetaVectorEnv(MetaVectorEnv):
         self.task_shapes = {key: tuple(shape) for key, shape in task_shapes.items()}
         self.generator = torch.Generator(device=self.device)
         self.generator.seed()  # non-deterministic until reset(seed=...); never the global RNG
-        if isinstance(single_action_space, gym.spaces.Box):
-            low, high = single_action_space.low, single_action_space.high
-            self._action_low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
-            self._action_high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
         self._tasks: dict[str, Tensor] | None = None
         self._needs_reset = True
         self._elapsed_steps = 0
         self._terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        #: Check actions without a host synchronization (default on non-CPU devices): an invalid action sets a
-        #: device flag (out-of-range discrete actions are clamped, non-finite ones propagate into the
-        #: observations) and the next ``reset()`` raises the ``ValueError``. On the CPU, ``step`` raises at once.
-        self.deferred_action_checks = self.device.type != "cpu"
-        self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
+        #: validates actions; its value checks are deferred to the next ``reset()`` (no host synchronization)
+        #: by default on non-CPU devices (see ``deferred_action_checks``)
+        self.validate_actions = ActionValidator(single_action_space, self.num_envs, device=self.device)
+
+    @property
+    def deferred_action_checks(self) -> bool:
+        """Check actions without a host synchronization (default on non-CPU devices): an invalid action sets a
+        device flag (out-of-range discrete actions are clamped, non-finite ones propagate into the
+        observations) and the next ``reset()`` raises the ``ValueError``. On the CPU, ``step`` raises at once."""
+        return self.validate_actions.deferred
+
+    @deferred_action_checks.setter
+    def deferred_action_checks(self, value: bool) -> None:
+        self.validate_actions.deferred = bool(value)
 
     # ----------------------------------------------------------------------------------------- family hooks
     @abstractmethod
@@ -141,10 +148,7 @@ class TorchMetaVectorEnv(MetaVectorEnv):
             raise ValueError(f"{type(self).__name__}.reset takes no options, got {sorted(options)}")
         if self._tasks is None:
             raise RuntimeError("call set_tasks(tasks) before reset()")
-        if self.deferred_action_checks and bool(self._invalid_actions):  # one synchronization per episode
-            self._invalid_actions = torch.zeros((), dtype=torch.bool, device=self.device)
-            raise ValueError("invalid actions (non-finite, non-integer or out of range) were passed to step() "
-                             "during the last episode")
+        self.validate_actions.raise_deferred()  # one synchronization per episode when deferred
         super().reset(seed=seed)  # validates the seed and seeds self.np_random (unused by the dynamics)
         if seed is not None:
             self.generator.manual_seed(int(seed))
@@ -166,7 +170,7 @@ class TorchMetaVectorEnv(MetaVectorEnv):
         """
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (after construction and after every set_tasks)")
-        actions = self._prepare_actions(actions)
+        actions = self.validate_actions(actions)
         active = ~self._terminated
         obs, reward, terminated = self._step(actions, active)
         reward = torch.where(active, reward, torch.zeros_like(reward))
@@ -180,43 +184,3 @@ class TorchMetaVectorEnv(MetaVectorEnv):
     def _task(self, key: str) -> Tensor:
         assert self._tasks is not None  # guaranteed by reset()
         return self._tasks[key]
-
-    def _prepare_actions(self, actions: Any) -> Tensor:
-        """Validate actions, bring them to ``device``: clipped float32 ``[N, act_dim]`` or int64 ``[N]``."""
-        if isinstance(actions, Tensor):
-            tensor = actions.detach().to(self.device)
-        else:
-            array = np.asarray(actions)
-            if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-                raise ValueError(f"actions must be numeric, got dtype {array.dtype}")
-            tensor = torch.as_tensor(array, device=self.device)
-        space = self.single_action_space
-        expected = (self.num_envs, *(space.shape or ()))
-        if tuple(tensor.shape) != expected:
-            raise ValueError(f"actions must have shape {list(expected)}, got {list(tensor.shape)}")
-        if tensor.dtype == torch.bool or tensor.is_complex():
-            raise ValueError(f"actions must be real numbers, got dtype {tensor.dtype}")
-        if tensor.is_floating_point():
-            self._check(torch.isfinite(tensor).all(), "actions must be finite (got NaN or infinity)")
-        if isinstance(space, gym.spaces.Box):
-            return torch.clamp(tensor.to(torch.float32), self._action_low, self._action_high)
-        assert isinstance(space, gym.spaces.Discrete)
-        if tensor.is_floating_point():
-            self._check((tensor == tensor.round()).all(), "discrete actions must be integers")
-        tensor = tensor.to(torch.int64)
-        low, high = int(space.start), int(space.start) + int(space.n)
-        out_of_range = (tensor < low) | (tensor >= high)
-        if self.deferred_action_checks:
-            self._check(~out_of_range.any(), "")
-            return torch.clamp(tensor, low, high - 1) - low
-        if bool(out_of_range.any()):
-            bad = tensor[out_of_range][:5].tolist()
-            raise ValueError(f"discrete actions must lie in [{low}, {high}), got {bad}")
-        return tensor - low
-
-    def _check(self, valid: Tensor, message: str) -> None:
-        """Raise ``ValueError(message)`` unless ``valid``; with deferred checks, remember it for ``reset()``."""
-        if self.deferred_action_checks:
-            self._invalid_actions = self._invalid_actions | ~valid
-        elif not bool(valid):
-            raise ValueError(message)

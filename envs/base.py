@@ -20,6 +20,13 @@ Conventions every vectorized environment follows:
 * ``truncated`` becomes True for every sub-environment after ``max_episode_steps`` steps.
 * Actions are validated: non-finite actions raise ``ValueError``; continuous actions outside the action
   space are clipped to it (documented per family); discrete actions out of range raise ``ValueError``.
+* ``info[UNSTABLE]`` (``"unstable"``, bool ``[N]``) is the one info key with a meaning outside its family.
+  Environments whose simulation can fail (the MuJoCo families) always report it; the others may omit it. It is
+  True in the step where a sub-environment's simulation became invalid (non-finite or exploding state, a
+  physics-engine warning or error). That sub-environment scores reward 0 (and 0 in every reported reward term)
+  in that step, is terminated (``terminated=True``) and frozen at a finite state (the model's default) until its
+  next reset, so no NaN ever leaves the environment. Samplers mask it like any termination and count it
+  (``Episodes.num_unstable``), so a run can tell a physics failure from a fall.
 * All randomness comes from generators seeded by ``reset(seed=...)`` or passed in; never from global state.
   Random draws are made for all rows of the batch the environment belongs to (``set_rows``) and sliced, so
   a batch split over processes draws what one process would.
@@ -38,6 +45,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 Tasks = dict[str, np.ndarray]
+#: the ``info`` key that flags sub-environments whose simulation became invalid (see the module docstring)
+UNSTABLE = "unstable"
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -1,4 +1,5 @@
-"""Ant velocity, direction and goal families (Finn, Abbeel, Levine 2017, "MAML", §5.3; docs/architecture.md §3).
+"""Ant velocity, direction and goal families (Finn, Abbeel, Levine 2017, "MAML", §5.3; docs/architecture.md §3),
+and the 2-D direction family of ProMP (Rothfuss et al. 2019, ``AntRandDirec2DEnv``).
 
 Robot: gymnasium's MuJoCo v5 ``ant.xml`` (timestep 0.01, RK4, frame skip 5, ``dt = 0.05``), 8 actuators with
 ``ctrlrange [-1, 1]``. Observation (27,): ``qpos[2:]`` (13) and ``qvel`` (14), as Ant-v5 without contact
@@ -13,7 +14,7 @@ the terminating step is scored in full, later steps are frozen at 0.
 Contact forces are MuJoCo's ``cfrc_ext`` from the constraint solve of the last physics step (at the state
 before it), read back from the batched simulator. Gymnasium's Ant-v5 calls ``mj_rnePostConstraint`` after
 ``mj_step``; with Ant's RK4 integrator that reads the contacts of the last Runge-Kutta stage instead, so the
-two differ (with an Euler integrator they are identical). ``v_x`` and the goal distance use the torso's
+two differ (with an Euler integrator they are identical). ``v_x`` (``v_y``) and the goal distance use the torso's
 current position ``qpos[0:2]``; Ant-v5 reads ``xpos`` of the torso, which lags one physics step behind.
 """
 
@@ -22,16 +23,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from envs.base import Tasks
 from envs.locomotion.common import (
-    Array,
     LocomotionFamily,
-    array_namespace,
     sample_direction,
     sample_disc,
     sample_uniform,
+    sample_unit_circle,
+    sum_rows,
 )
+from envs.locomotion.simulator import Simulator
 
 
 class AntFamily(LocomotionFamily):
@@ -55,29 +59,34 @@ class AntFamily(LocomotionFamily):
         contact = (self.model.nbody - 1) * 6 if self.use_contact_forces else 0
         return self.model.nq - 2 + self.model.nv + contact
 
-    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
+    def _write_state_obs(self, sim: Simulator, out: Tensor) -> None:
         nq, nv = self.model.nq, self.model.nv
-        out[:, : nq - 2] = qpos[:, 2:]
-        out[:, nq - 2 : nq - 2 + nv] = qvel
-        if cfrc_ext is not None:
-            out[:, nq - 2 + nv :] = array_namespace(cfrc_ext).clip(cfrc_ext[:, 1:], -1.0, 1.0).reshape(len(qpos), -1)
+        out[:, : nq - 2] = sim.qpos[:, 2:]
+        out[:, nq - 2 : nq - 2 + nv] = sim.qvel
+        if self.use_contact_forces:
+            out[:, nq - 2 + nv :] = sim.fields["cfrc_ext"][:, 1:].clip(-1.0, 1.0).reshape(len(out), -1)
 
-    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
-        xp, n = array_namespace(action), len(action)
-        if cfrc_ext is None:
-            contact_cost = xp.zeros_like(action[:, 0])
+    def _robot_reward_terms(self, sim: Simulator) -> dict[str, Tensor]:
+        ctrl, n = sim.ctrl, len(sim.ctrl)
+        if self.use_contact_forces:
+            clipped = sim.fields["cfrc_ext"].clip(-1.0, 1.0)
+            contact_cost = self.contact_cost_weight * sum_rows(clipped.square().reshape(n, -1))
         else:
-            contact_cost = self.contact_cost_weight * xp.square(xp.clip(cfrc_ext, -1.0, 1.0)).reshape(n, -1).sum(1)
+            contact_cost = torch.zeros_like(ctrl[:, 0])
         return {
-            "reward_ctrl": -self.ctrl_cost_weight * xp.square(action).sum(axis=1),
+            "reward_ctrl": -self.ctrl_cost_weight * sum_rows(ctrl.square()),
             "reward_contact": -contact_cost,
-            "reward_survive": xp.full_like(action[:, 0], self.survive_reward),
+            "reward_survive": torch.full_like(ctrl[:, 0], self.survive_reward),
         }
 
-    def _healthy(self, qpos: Array, qvel: Array) -> Array:
-        xp, (low, high) = array_namespace(qpos), self.healthy_z_range
-        finite = xp.isfinite(qpos).all(axis=1) & xp.isfinite(qvel).all(axis=1)
+    def _healthy(self, sim: Simulator) -> Tensor:
+        qpos, qvel, (low, high) = sim.qpos, sim.qvel, self.healthy_z_range
+        finite = torch.isfinite(qpos).all(dim=1) & torch.isfinite(qvel).all(dim=1)
         return finite & (qpos[:, 2] >= low) & (qpos[:, 2] <= high)
+
+    def _position(self, sim: Simulator) -> Tensor:
+        """The torso's xy, ``qpos[0:2]``."""
+        return sim.qpos[:, :2]
 
 
 class AntVel(AntFamily):
@@ -96,8 +105,8 @@ class AntVel(AntFamily):
         """``{"velocity": [n] float32}`` uniform on ``[0, 3]``."""
         return {"velocity": sample_uniform(n, rng, *self.velocity_range)}
 
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        return -array_namespace(x_velocity).abs(x_velocity - task) + 1.0
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return -(velocity[:, 0] - tasks["velocity"]).abs() + 1.0
 
 
 class AntDir(AntFamily):
@@ -115,8 +124,8 @@ class AntDir(AntFamily):
         """``{"direction": [n] float32}`` of ±1."""
         return {"direction": sample_direction(n, rng)}
 
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        return task * x_velocity
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return tasks["direction"] * velocity[:, 0]
 
 
 class AntGoal(AntFamily):
@@ -137,5 +146,27 @@ class AntGoal(AntFamily):
         """``{"goal": [n, 2] float32}`` uniform in the disc of radius 3."""
         return {"goal": sample_disc(n, rng, self.goal_radius)}
 
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        return -array_namespace(qpos).abs(qpos[:, :2] - task).sum(axis=1) + 4.0
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return -sum_rows((sim.qpos[:, :2] - tasks["goal"]).abs()) + 4.0
+
+
+class AntDir2D(AntFamily):
+    """Ant running in a direction of the plane (ProMP's ``AntRandDirec2DEnv``, Rothfuss et al. 2019).
+
+    * Task: ``{"direction": [n, 2]}`` float32, a unit vector ``d = (cos θ, sin θ)`` with ``θ ~ U[0, 2π)`` (ProMP
+      normalizes a standard normal draw: the same distribution, uniform on the unit circle).
+    * Reward: ``v_xy · d − 0.005‖a‖² − c + 0.05`` with ``v_xy`` the torso's xy velocity
+      (``reward_task = v_xy · d``), termination as the other Ant families.
+    """
+
+    name: ClassVar[str] = "ant-dir2d"
+    gym_id: ClassVar[str] = "AntDir2D-v0"
+    task_key: ClassVar[str] = "direction"
+    task_shape: ClassVar[tuple[int, ...]] = (2,)
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> Tasks:
+        """``{"direction": [n, 2] float32}`` uniform on the unit circle."""
+        return {"direction": sample_unit_circle(n, rng)}
+
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return sum_rows(velocity * tasks["direction"])

@@ -1,57 +1,55 @@
-"""What the MuJoCo locomotion families share: the family base class and the batched vector environment.
+"""What the MuJoCo locomotion families share: the family base class and the one batched vector environment.
 
-A family (``envs.locomotion.half_cheetah``, ``envs.locomotion.ant``) is a robot (model, observation, robot
-reward terms, health) plus a task (distribution and task reward term). ``LocomotionVectorEnv`` runs ``N``
-sub-environments of one family on one ``BatchedSim``; every quantity is an ``[N, ...]`` array and one native
-call steps all of them (docs/architecture.md §7).
+A family (``envs.locomotion.half_cheetah``, ``ant``, ``hopper_walker``, ``humanoid``) is a robot (model,
+observation, robot reward terms, health) plus a task (distribution and task reward term, and optionally
+per-row model parameters). ``LocomotionVectorEnv`` runs ``N`` sub-environments of one family on one
+``Simulator`` (``envs.locomotion.simulator``); every quantity is an ``[N, ...]`` tensor and one call steps all of
+them (docs/architecture.md §7).
 
-Conventions (gymnasium MuJoCo v5, docs/architecture.md §3): frame skip 5, ``dt = 5 × timestep`` (0.05 s for
-both robots);
-actions are clipped to ``[-1, 1]`` and mapped linearly onto the actuators' ``ctrlrange`` (here also
-``[-1, 1]``, so the control is the action itself); ``v_x = (x_after − x_before) / dt`` with ``x = qpos[0]``,
-the torso's x position (HalfCheetah's ``rootx`` slide joint, Ant's free joint); resets draw
-``qpos = qpos0 + U(−0.1, 0.1)`` and ``qvel = 0.1 · N(0, 1)``, per sub-environment in that order, from the
-generator seeded by ``reset(seed=...)``.
+The family hooks are written once, in torch, on the simulator's zero-copy state views: float64 CPU tensors
+that share memory with ``mujoco.batch``'s rows (native backend) or float32 tensors on a warp device (warp
+backend). The native backend's outputs are numpy arrays (``Tensor.numpy()``, no copy); row sums go through
+numpy on the CPU (``sum_rows``) so that rewards keep numpy's summation order.
 
-Backends (family option ``backend``): ``"native"`` (default) steps MuJoCo on the CPU (``BatchedSim``) and returns
-numpy arrays; ``"warp"`` steps ``mujoco_warp`` on a warp device (``envs.locomotion.warp_env``) and returns torch
-tensors on that device. Observations, reward terms and health are written once, array-agnostically (numpy
-float64 for the native backend, torch float32 for warp): the family hooks only use operations that ``numpy`` and
-``torch`` share, through ``array_namespace``.
+Conventions (gymnasium MuJoCo v5, docs/architecture.md §3): the robot's frame skip (``dt = frame_skip ×
+timestep``); actions are clipped to ``[-1, 1]`` and mapped linearly onto the actuators' ``ctrlrange``; the
+velocity of a family's tracked position (``_position``: the root's x for planar robots, the torso's xy for Ant,
+the centre of mass's xy for Humanoid) is ``(p_after − p_before) / dt``; resets draw ``qpos = qpos0 +
+U(−s, s)`` and ``qvel = s · N(0, 1)`` (HalfCheetah, Ant) or ``U(−s, s)`` (Hopper, Walker2d, Humanoid), per
+sub-environment in that order, with the robot's ``reset_noise_scale`` ``s``, from the generator seeded by
+``reset(seed=...)``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from abc import abstractmethod
-from types import ModuleType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
 from gymnasium.vector.utils import batch_space
+from torch import Tensor
 
-from envs.base import MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
+from envs._actions import ActionValidator
+from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import BatchedSim, default_num_threads
-from envs.locomotion.models import FRAME_SKIP, load_model
+from envs.locomotion.models import ROBOT_FRAME_SKIP, load_model
+from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
+from envs.locomotion.warp_sim import WarpSim
 
-#: scale of gymnasium v5's reset noise (``reset_noise_scale``) for HalfCheetah and Ant
-RESET_NOISE_SCALE = 0.1
-#: the simulation backends of the locomotion families
-BACKENDS = ("native", "warp")
-#: how to install the warp backend's dependency
-WARP_INSTALL_HINT = "pip install 'mujoco-warp>=4.0' (or pip install 'maml-rl[gpu]')"
-
-#: numpy (native backend) or torch (warp backend); one call takes all of one kind
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+#: the noise distributions of gymnasium v5's ``reset_model`` for qvel
+RESET_QVEL_NOISE = ("normal", "uniform")
 
 
-def array_namespace(x: np.ndarray | torch.Tensor) -> ModuleType:
-    """``torch`` for a tensor, else ``numpy``: the module whose ``abs``, ``square``, ``clip``, ``isfinite``,
-    ``zeros_like``, ``full_like`` and ``ones_like`` apply to ``x`` (the family hooks use only these)."""
-    return torch if isinstance(x, torch.Tensor) else np
+def sum_rows(x: Tensor) -> Tensor:
+    """Sums over the last axis of an ``[N, k]`` tensor. For float64 on the CPU (the native backend's state) the
+    sum is numpy's, in its pairwise order, so the native rewards stay bit-identical to numpy code (torch sums in
+    another order: last-bit differences); otherwise ``torch.sum`` (no host round trip)."""
+    if x.device.type == "cpu" and x.dtype == torch.float64:
+        return torch.from_numpy(np.ascontiguousarray(x.numpy()).sum(axis=1))
+    return x.sum(dim=1)
 
 
 def sample_uniform(n: int, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
@@ -71,22 +69,31 @@ def sample_disc(n: int, rng: np.random.Generator, radius: float) -> np.ndarray:
     return np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1).astype(np.float32)
 
 
-def check_tasks(family: LocomotionFamily, num_envs: int, tasks: Tasks) -> np.ndarray:
-    """``tasks[family.task_key]`` as float64 numpy ``[num_envs, *task_shape]``; ``ValueError`` when the key,
-    shape or values (finite numbers, numpy or torch) are wrong."""
-    key, shape = family.task_key, (num_envs, *family.task_shape)
-    if set(tasks) != {key}:
-        raise ValueError(f"tasks must have exactly the key {key!r}, got {sorted(tasks)}")
-    value = tasks[key]
-    array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
-    if array.shape != shape:
-        raise ValueError(f"task {key!r} must have shape {list(shape)}, got {list(array.shape)}")
-    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
-        raise ValueError(f"task {key!r} must hold finite numbers")
-    return array.astype(np.float64)
+def sample_unit_circle(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n, 2]`` float32 unit vectors with angle ``θ ~ U[0, 2π)``: ``(cos θ, sin θ)``."""
+    theta = rng.uniform(0.0, 2 * np.pi, size=check_task_request(n, rng))
+    return np.stack([np.cos(theta), np.sin(theta)], axis=1).astype(np.float32)
 
 
-def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarray | torch.Tensor | None:
+def check_tasks(family: LocomotionFamily, num_envs: int, tasks: Tasks) -> dict[str, np.ndarray]:
+    """``tasks`` as float64 numpy arrays ``{key: [num_envs, *shape]}`` for the keys of ``family.task_shapes``;
+    ``ValueError`` when the keys, shapes or values (finite numbers, numpy or torch) are wrong."""
+    shapes = family.task_shapes
+    if set(tasks) != set(shapes):
+        raise ValueError(f"tasks must have exactly the keys {sorted(shapes)}, got {sorted(tasks)}")
+    arrays = {}
+    for key, task_shape in shapes.items():
+        value, shape = tasks[key], (num_envs, *task_shape)
+        array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        if array.shape != shape:
+            raise ValueError(f"task {key!r} must have shape {list(shape)}, got {list(array.shape)}")
+        if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+            raise ValueError(f"task {key!r} must hold finite numbers")
+        arrays[key] = array.astype(np.float64)
+    return arrays
+
+
+def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarray | Tensor | None:
     """The ``reset_mask`` of ``reset``'s options (a bool ``[num_envs]`` numpy array or tensor), or None.
 
     Raises ``ValueError`` on other options or a mask of the wrong dtype or shape.
@@ -97,25 +104,78 @@ def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarr
         raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
     if mask is None:
         return None
-    if not isinstance(mask, torch.Tensor):
+    if not isinstance(mask, Tensor):
         mask = np.asarray(mask)
     if mask.dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (num_envs,):
         raise ValueError(f"options['reset_mask'] must be a bool array of shape [{num_envs}]")
     return mask
 
 
+def make_simulator(
+    backend: str,
+    model: mujoco.MjModel,
+    num_envs: int,
+    *,
+    frame_skip: int,
+    fields: tuple[str, ...] = (),
+    model_fields: tuple[str, ...] = (),
+    device: Any = "cpu",
+    num_threads: int | None = None,
+    use_graph: bool = True,
+    contact_after_step: bool = False,
+) -> Simulator:
+    """The simulator of ``backend`` ("native": ``BatchedSim`` on the CPU; "warp": ``WarpSim`` on ``device``).
+
+    Args:
+        backend: one of ``BACKENDS``.
+        model: the MuJoCo model (never modified; each simulator copies it).
+        num_envs: ``N``.
+        frame_skip: physics steps per ``step``.
+        fields: the ``DATA_FIELDS`` to expose in ``Simulator.fields`` (``cfrc_ext`` needs a model that computes
+            it during the step, see ``envs.locomotion.models``).
+        model_fields: the ``MODEL_FIELDS`` that ``set_model_fields`` will be given.
+        device: "cpu" for native; "cpu", "cuda" or "cuda:N" for warp.
+        num_threads: native threads (native only; None: the cores available to the process).
+        use_graph: replay the physics as a captured warp graph (warp only).
+        contact_after_step: ``cfrc_ext`` at the new state after each step, the other fields as the step left
+            them (native only; see ``BatchedSim``).
+    """
+    check_backend(backend)
+    unknown = sorted(set(fields) - set(DATA_FIELDS)) + sorted(set(model_fields) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unsupported simulator fields {unknown}; data: {DATA_FIELDS}, model: {MODEL_FIELDS}")
+    if backend == "warp":
+        if contact_after_step:
+            raise ValueError("contact_after_step is implemented by the native backend only")
+        return WarpSim(
+            model, num_envs, device=device, frame_skip=frame_skip, fields=fields, model_fields=model_fields,
+            use_graph=use_graph,
+        )
+    if str(device) != "cpu":
+        raise ValueError(
+            f"the native backend simulates on the CPU and returns numpy; got device {device!r} "
+            "(the family option backend='warp' simulates on a GPU)"
+        )
+    return BatchedSim(
+        model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields,
+        contact_after_step=contact_after_step,
+    )
+
+
 class LocomotionFamily(TaskFamily):
     """Base of the MuJoCo locomotion families: a robot with a task-dependent reward term.
 
     Subclasses set the class attributes and implement the robot hooks (``_state_obs_dim``,
-    ``_write_state_obs``, ``_robot_reward_terms``, ``_healthy``) and the task hooks (``sample_tasks``,
-    ``_task_reward``).
+    ``_write_state_obs``, ``_robot_reward_terms``, optionally ``_healthy`` and ``_position``) and the task hooks
+    (``sample_tasks``, ``_task_reward``, optionally ``_model_field_values``). Hooks receive the ``Simulator``
+    (``sim.qpos [N, nq]``, ``sim.qvel [N, nv]``, ``sim.ctrl [N, nu]``, ``sim.fields[name]``) and the task rows
+    ``{key: [N, *shape]}`` as torch tensors of the simulator's dtype and device, and return tensors.
 
     Args:
-        oracle: append the task parameters to the observation.
+        oracle: append the task parameters (all keys, flattened, in ``task_shapes`` order) to the observation.
         num_threads: native threads that step the simulations (None: the cores available to the process).
-        use_contact_forces: compute the contact cost and append the clipped contact forces to the
-            observation (only robots with ``supports_contact_forces``).
+        use_contact_forces: compute the contact cost and append the contact forces to the observation (only
+            robots with ``supports_contact_forces``).
         backend: ``"native"`` (MuJoCo on the CPU, numpy outputs) or ``"warp"`` (``mujoco_warp`` on the device
             given to ``make_vector_env``, torch outputs there; needs the ``gpu`` extra).
     """
@@ -123,12 +183,22 @@ class LocomotionFamily(TaskFamily):
     default_horizon: int = 200
     #: key of ``ROBOT_XML``
     robot: ClassVar[str]
-    #: weight ``w`` of the control cost ``w‖a‖²``
+    #: weight ``w`` of the control cost ``w‖ctrl‖²``
     ctrl_cost_weight: ClassVar[float]
-    #: the single task key and the shape of one task row
+    #: the task key and the shape of one task row (families with one task array)
     task_key: ClassVar[str]
     task_shape: ClassVar[tuple[int, ...]] = ()
     supports_contact_forces: ClassVar[bool] = False
+    #: gymnasium v5's ``reset_noise_scale`` and the distribution of the qvel noise (``RESET_QVEL_NOISE``)
+    reset_noise_scale: ClassVar[float] = 0.1
+    reset_qvel_noise: ClassVar[str] = "normal"
+    #: MjData fields the hooks read from ``sim.fields`` (``cfrc_ext`` is added with ``use_contact_forces``)
+    data_fields: ClassVar[tuple[str, ...]] = ()
+    #: model fields the tasks set per sub-environment (``_model_field_values``)
+    model_fields: ClassVar[tuple[str, ...]] = ()
+    #: read ``cfrc_ext`` at the state after the step (native ``BatchedSim(contact_after_step=True)``) rather than
+    #: from the last physics step's constraint solve
+    contact_forces_after_step: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -138,10 +208,7 @@ class LocomotionFamily(TaskFamily):
         use_contact_forces: bool = False,
         backend: str = "native",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-        if backend == "warp" and importlib.util.find_spec("mujoco_warp") is None:
-            raise ImportError(f"backend 'warp' needs mujoco_warp, which is not installed: {WARP_INSTALL_HINT}")
+        check_backend(backend)
         for name, flag in (("oracle", oracle), ("use_contact_forces", use_contact_forces)):
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -155,10 +222,25 @@ class LocomotionFamily(TaskFamily):
         self.backend = backend
         #: the shared, read-only MuJoCo model
         self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces)
-        self.task_dim = int(np.prod(self.task_shape))
+        #: physics steps per environment step, and the environment step in seconds
+        self.frame_skip = ROBOT_FRAME_SKIP[self.robot]
+        self.dt = float(self.model.opt.timestep) * self.frame_skip
+        self.task_dim = sum(int(np.prod(shape)) for shape in self.task_shapes.values())
         self.obs_dim = self._state_obs_dim() + (self.task_dim if self.oracle else 0)
         self._observation_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.model.nu,), np.float32)
+        self._constants: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+
+    @property
+    def task_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{task key: shape of one row}``; by default the single ``task_key`` with ``task_shape``."""
+        return {self.task_key: self.task_shape}
+
+    @property
+    def sim_fields(self) -> tuple[str, ...]:
+        """The MjData fields the simulator must expose: ``data_fields``, and ``cfrc_ext`` with contact forces."""
+        extra = ("cfrc_ext",) if self.use_contact_forces and "cfrc_ext" not in self.data_fields else ()
+        return self.data_fields + extra
 
     # ------------------------------------------------------------------------------------------ robot hooks
     @abstractmethod
@@ -166,42 +248,41 @@ class LocomotionFamily(TaskFamily):
         """Observation size without the oracle columns."""
 
     @abstractmethod
-    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
+    def _write_state_obs(self, sim: Simulator, out: Tensor) -> None:
         """Write the state part of the observation into ``out`` ``[N, _state_obs_dim()]`` float32."""
 
     @abstractmethod
-    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
-        """Task-independent reward terms ``[N]`` (the inputs' float dtype) by info name (``reward_ctrl``, ...)."""
+    def _robot_reward_terms(self, sim: Simulator) -> dict[str, Tensor]:
+        """Task-independent reward terms ``[N]`` (the simulator's dtype) by info name (``reward_ctrl``, ...)."""
 
-    def _healthy(self, qpos: Array, qvel: Array) -> Array:
+    def _healthy(self, sim: Simulator) -> Tensor:
         """``[N]`` bool, False where the episode terminates (default: never)."""
-        return array_namespace(qpos).ones_like(qpos[:, 0], dtype=bool)
+        return torch.ones_like(sim.qpos[:, 0], dtype=torch.bool)
+
+    def _position(self, sim: Simulator) -> Tensor:
+        """``[N, k]`` the tracked position whose velocity the task rewards (default: the root's x, ``qpos[0]``)."""
+        return sim.qpos[:, :1]
 
     # ------------------------------------------------------------------------------------------- task hooks
     @abstractmethod
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        """The task term ``[N]`` from the task rows ``[N, *task_shape]`` and the new state."""
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        """The task term ``[N]`` from the task rows, the tracked velocity ``[N, k]`` and the new state."""
+
+    def _model_field_values(self, tasks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-row values ``[N, *field_shape]`` of ``model_fields`` for the task rows (default: none)."""
+        return {}
 
     # ----------------------------------------------------------------------------------------- the contract
     def make_vector_env(
         self, num_envs: int, *, max_episode_steps: int | None = None, device: Any = "cpu"
-    ) -> MetaVectorEnv:
-        """``num_envs`` sub-environments; None: horizon 200.
+    ) -> LocomotionVectorEnv:
+        """``num_envs`` sub-environments; None: horizon ``default_horizon``.
 
         The native backend steps on the CPU and returns numpy (``device`` must be "cpu"); the warp backend
         steps on ``device`` ("cpu", "cuda", "cuda:N" or a ``torch.device``) and returns torch tensors there.
         """
         horizon = self.default_horizon if max_episode_steps is None else max_episode_steps
-        if self.backend == "warp":
-            from envs.locomotion.warp_env import WarpLocomotionVectorEnv  # imports mujoco_warp
-
-            return WarpLocomotionVectorEnv(self, num_envs, max_episode_steps=horizon, device=device)
-        if str(device) != "cpu":
-            raise ValueError(
-                f"{self.name} simulates natively on the CPU and returns numpy; got device {device!r} "
-                "(the family option backend='warp' simulates on a GPU)"
-            )
-        return LocomotionVectorEnv(self, num_envs, max_episode_steps=horizon)
+        return LocomotionVectorEnv(self, num_envs, max_episode_steps=horizon, device=device)
 
     def env_device(self, learner_device: Any) -> Any:
         """The native backend simulates on the CPU whatever the learner's device; warp on the learner's device."""
@@ -218,36 +299,43 @@ class LocomotionFamily(TaskFamily):
         return self._action_space
 
     # ------------------------------------------------------------------------------- used by the vector env
-    def observe(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, task: Array) -> Array:
-        """A fresh observation ``[N, obs_dim]`` float32 (numpy, or torch on ``qpos``'s device): the state part,
-        then the task if ``oracle``."""
-        if isinstance(qpos, torch.Tensor):
-            obs = torch.empty((len(qpos), self.obs_dim), dtype=torch.float32, device=qpos.device)
-        else:
-            obs = np.empty((len(qpos), self.obs_dim), dtype=np.float32)
+    def constant(self, name: str, value: np.ndarray, like: Tensor) -> Tensor:
+        """``value`` as a tensor with ``like``'s dtype and device, converted once and cached under ``name``."""
+        key = (name, like.device, like.dtype)
+        if key not in self._constants:
+            self._constants[key] = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+        return self._constants[key]
+
+    def observe(self, sim: Simulator, tasks: dict[str, Tensor]) -> Tensor:
+        """A fresh observation ``[N, obs_dim]`` float32 on the simulator's device: the state part, then the task
+        rows (flattened, in ``task_shapes`` order) if ``oracle``."""
+        n = sim.qpos.shape[0]
+        obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=sim.qpos.device)
         state_dim = self.obs_dim - (self.task_dim if self.oracle else 0)
-        self._write_state_obs(qpos, qvel, cfrc_ext, obs[:, :state_dim])
+        self._write_state_obs(sim, obs[:, :state_dim])
         if self.oracle:
-            obs[:, state_dim:] = task.reshape(len(qpos), self.task_dim)
+            obs[:, state_dim:] = torch.cat([tasks[key].reshape(n, -1) for key in self.task_shapes], dim=1)
         return obs
 
-    def reward_terms(
-        self, task: Array, x_velocity: Array, qpos: Array, action: Array, cfrc_ext: Array | None
-    ) -> dict[str, Array]:
-        """All reward terms ``[N]`` by info name (float64 numpy natively, float32 torch on warp); the reward is
-        their sum."""
-        return {
-            "reward_task": self._task_reward(task, x_velocity, qpos),
-            **self._robot_reward_terms(action, cfrc_ext),
-        }
+    def position(self, sim: Simulator) -> Tensor:
+        """``[N, k]`` the tracked position (see ``_position``)."""
+        return self._position(sim)
 
-    def healthy(self, qpos: Array, qvel: Array) -> Array:
+    def reward_terms(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> dict[str, Tensor]:
+        """All reward terms ``[N]`` by info name (the simulator's dtype); the reward is their sum."""
+        return {"reward_task": self._task_reward(tasks, velocity, sim), **self._robot_reward_terms(sim)}
+
+    def healthy(self, sim: Simulator) -> Tensor:
         """``[N]`` bool, False where the state ends the episode."""
-        return self._healthy(qpos, qvel)
+        return self._healthy(sim)
+
+    def model_field_values(self, tasks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-row model parameters for the task rows (see ``_model_field_values``)."""
+        return self._model_field_values(tasks)
 
 
 class LocomotionVectorEnv(MetaVectorEnv):
-    """``N`` sub-environments of a locomotion family, stepped together by one ``BatchedSim``.
+    """``N`` sub-environments of a locomotion family, stepped together by one ``Simulator``.
 
     >>> family = AntGoal()
     >>> env = family.make_vector_env(800)
@@ -256,84 +344,139 @@ class LocomotionVectorEnv(MetaVectorEnv):
     >>> obs, reward, terminated, truncated, info = env.step(actions)       # actions [800, 8]
 
     * ``step`` takes ``[N, act_dim]`` actions (numpy or torch, any float dtype); non-finite values raise
-      ``ValueError``; values outside ``[-1, 1]`` are clipped.
-    * Outputs are fresh numpy arrays: obs float32 ``[N, obs_dim]``, reward float32 ``[N]``, terminated and
-      truncated bool ``[N]``. A sub-environment that terminated is frozen (not simulated; same observation,
-      reward 0, ``terminated`` True) until it is reset. ``truncated`` is True once a sub-environment has
-      taken ``max_episode_steps`` steps since its reset.
-    * ``info`` (arrays ``[N]``, 0 where frozen): ``x_velocity``, the reward terms (``reward_task``,
-      ``reward_ctrl``, and for Ant ``reward_contact`` and ``reward_survive``; their sum is the reward) and
-      ``unstable`` (bool): the simulation became unstable (MuJoCo warning or error, non-finite state); the
+      ``ValueError`` (deferred to the next ``reset`` with ``deferred_action_checks``, the default on CUDA);
+      values outside ``[-1, 1]`` are clipped.
+    * Outputs are fresh arrays: numpy for the native backend, torch tensors on ``env.device`` for warp; obs
+      float32 ``[N, obs_dim]``, reward float32 ``[N]``, terminated and truncated bool ``[N]``. A
+      sub-environment that terminated is frozen (not simulated; same observation, reward 0, ``terminated`` True)
+      until it is reset. ``truncated`` is True once a sub-environment has taken ``max_episode_steps`` steps
+      since its reset.
+    * ``info`` (``[N]``, 0 where frozen, float32): ``x_velocity`` (and ``y_velocity`` where the tracked position
+      is planar), the reward terms (``reward_task``, ``reward_ctrl``, and the robot's others; their sum is the
+      reward) and ``unstable`` (bool, the ``envs.base`` contract): the simulation became unstable; the
       sub-environment was put back at the model's default state, scores 0 and is terminated.
     * ``reset(seed=..., options={"reset_mask": mask})`` resets only the sub-environments where ``mask``
       ([N] bool) is True (the first reset after ``set_tasks`` must be a full one).
+    * Reset noise: native: numpy ``self.np_random`` (as gymnasium, so one sub-environment reproduces
+      gymnasium's v5 start states for a seed); warp: a torch generator on the device (same distribution).
+
+    Args:
+        family: the task family.
+        num_envs: ``N``.
+        max_episode_steps: steps after which ``truncated`` is True.
+        device: "cpu" for the native backend; "cpu" (warp's CPU device) or "cuda"/"cuda:N" for warp.
+        use_graph: replay the warp physics as a captured graph (see ``WarpSim``; ignored by native).
     """
 
-    def __init__(self, family: LocomotionFamily, num_envs: int, *, max_episode_steps: int) -> None:
+    def __init__(
+        self,
+        family: LocomotionFamily,
+        num_envs: int,
+        *,
+        max_episode_steps: int,
+        device: Any = "cpu",
+        use_graph: bool = True,
+    ) -> None:
         self.family = family
         self.num_envs = check_positive_int(num_envs, "num_envs")
         self.max_episode_steps = check_positive_int(max_episode_steps, "max_episode_steps")
-        self.device = "cpu"
         model = family.model
-        self.sim = BatchedSim(
-            model, self.num_envs, num_threads=family.num_threads, contact_forces=family.use_contact_forces
+        self.sim: Simulator = make_simulator(
+            family.backend, model, self.num_envs, frame_skip=family.frame_skip, fields=family.sim_fields,
+            model_fields=family.model_fields, device=device, num_threads=family.num_threads, use_graph=use_graph,
+            contact_after_step=family.contact_forces_after_step and family.use_contact_forces,
         )
+        sim = self.sim
+        self.device = "cpu" if sim.host_arrays else sim.device
         #: seconds per environment step
-        self.dt = float(model.opt.timestep) * FRAME_SKIP
+        self.dt = family.dt
         self.single_observation_space = family.single_observation_space
         self.single_action_space = family.single_action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+        dtype, sim_device = sim.dtype, sim.device
+        low, high = (torch.as_tensor(model.actuator_ctrlrange[:, i], dtype=dtype, device=sim_device) for i in (0, 1))
         self._ctrl_center, self._ctrl_half_range = (high + low) / 2, (high - low) / 2
-        self._init_qpos = model.qpos0.copy()
-        self._init_qvel = np.zeros(model.nv)
-        self._task: np.ndarray | None = None  # float64 [N, *task_shape]
+        self._init_qpos = torch.as_tensor(model.qpos0, dtype=dtype, device=sim_device)
+        self._init_qvel = torch.zeros(model.nv, dtype=dtype, device=sim_device)
+        #: reset noise on the device (warp), seeded by ``reset(seed=...)``; None: numpy ``np_random`` (native)
+        self.generator: torch.Generator | None = None
+        if not sim.host_arrays:
+            self.generator = torch.Generator(device=sim.device)
+            self.generator.seed()  # from OS entropy until reset(seed=...)
+        #: validates actions (``envs._actions``); value checks deferred on CUDA
+        self.validate_actions = ActionValidator(self.single_action_space, self.num_envs, device=sim_device, dtype=dtype)
+        self._tasks: dict[str, Tensor] | None = None
         self._needs_reset = True
-        self._terminated = np.zeros(self.num_envs, dtype=bool)
-        self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self._terminated = torch.zeros(self.num_envs, dtype=torch.bool, device=sim.device)
+        self._elapsed = torch.zeros(self.num_envs, dtype=torch.int64, device=sim.device)
+
+    @property
+    def deferred_action_checks(self) -> bool:
+        """Check actions without a host synchronization (default on CUDA): non-finite actions set a device flag
+        (and propagate into the state, which is then flagged unstable) and the next ``reset()`` raises."""
+        return self.validate_actions.deferred
+
+    @deferred_action_checks.setter
+    def deferred_action_checks(self, value: bool) -> None:
+        self.validate_actions.deferred = bool(value)
+
+    @property
+    def task_rows(self) -> dict[str, Any]:
+        """The current task rows ``{key: [N, *shape]}`` (numpy float64 native, torch float32 warp)."""
+        if self._tasks is None:
+            raise RuntimeError("no tasks set: call set_tasks(tasks)")
+        return {key: self._output(value) for key, value in self._tasks.items()}
 
     # ---------------------------------------------------------------------------------------------- the API
     def set_tasks(self, tasks: Tasks) -> None:
-        """Give sub-environment ``i`` the task in row ``i``; the next call must be a full ``reset``.
+        """Give sub-environment ``i`` the task in row ``i`` (and its model parameters, for families that set
+        them); the next call must be a full ``reset``.
 
         Args:
-            tasks: ``{task_key: [N, *task_shape]}`` (numpy or torch), finite numbers.
+            tasks: ``{key: [N, *shape]}`` for the keys of ``family.task_shapes`` (numpy or torch), finite.
         """
-        self._task = check_tasks(self.family, self.num_envs, tasks)
+        arrays = check_tasks(self.family, self.num_envs, tasks)
+        self._tasks = {
+            key: torch.as_tensor(array, dtype=self.sim.dtype, device=self.sim.device) for key, array in arrays.items()
+        }
+        model_values = self.family.model_field_values(self._tasks)
+        if model_values:
+            self.sim.set_model_fields(model_values)
         self._needs_reset = True
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Draw new start states (gymnasium v5 reset noise) for all, or the masked, sub-environments.
 
         Args:
-            seed: seeds ``self.np_random``; None continues its stream.
-            options: None, or ``{"reset_mask": [N] bool}`` to reset only those sub-environments.
+            seed: seeds the reset noise; None continues its stream.
+            options: None, or ``{"reset_mask": [N] bool}`` (numpy or torch) to reset only those.
 
         Returns:
             The observation ``[N, obs_dim]`` float32 of every sub-environment and an empty info dict.
         """
         if self.closed:
             raise RuntimeError("the environment is closed")
-        if self._task is None:
+        if self._tasks is None:
             raise RuntimeError("call set_tasks(tasks) before reset()")
-        mask = self._reset_mask(options)
-        super().reset(seed=seed)
-        # noise for every row of the batch (set_rows), then this shard's masked rows
-        rng, rows, own = self.np_random, self.batch_rows, self.own_rows
-        uniform = rng.uniform(-RESET_NOISE_SCALE, RESET_NOISE_SCALE, (rows, len(self._init_qpos)))[own][mask]
-        normal = rng.standard_normal((rows, len(self._init_qvel)))[own][mask]
-        qpos = self._init_qpos + uniform
-        qvel = self._init_qvel + RESET_NOISE_SCALE * normal
+        option = reset_mask_option(options, self.num_envs)
+        device = self.sim.device
+        mask = torch.ones(self.num_envs, dtype=torch.bool, device=device) if option is None else (
+            torch.as_tensor(option, device=device))
+        if self._needs_reset and not bool(mask.all()):
+            raise RuntimeError("the first reset after set_tasks must reset every sub-environment")
+        self.validate_actions.raise_deferred()  # one synchronization per episode when deferred
+        super().reset(seed=seed)  # seeds self.np_random
+        if seed is not None and self.generator is not None:
+            self.generator.manual_seed(int(seed))
+        qpos, qvel = self._reset_noise()
         return self._start(mask, qpos, qvel), {}
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Advance every sub-environment that has not terminated by one step (5 physics steps).
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        """Advance every sub-environment that has not terminated by one step (``frame_skip`` physics steps).
 
         Args:
-            actions: ``[N, act_dim]`` floats, numpy or torch.
+            actions: ``[N, act_dim]`` real numbers, numpy or torch (any device).
 
         Returns:
             ``obs [N, obs_dim]`` float32, ``reward [N]`` float32, ``terminated [N]``, ``truncated [N]`` and
@@ -343,87 +486,94 @@ class LocomotionVectorEnv(MetaVectorEnv):
             raise RuntimeError("the environment is closed")
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (after construction and after every set_tasks)")
-        assert self._task is not None
-        action = self._prepare_actions(actions)
+        assert self._tasks is not None
+        family, sim = self.family, self.sim
+        action = self.validate_actions(actions)
         active = ~self._terminated
-        sim = self.sim
-        sim.ctrl[:] = self._ctrl_center + action * self._ctrl_half_range
-        x_before = sim.qpos[:, 0].copy()
+        sim.ctrl.copy_(self._ctrl_center + action * self._ctrl_half_range)
+        before = family.position(sim).clone()
         unstable = sim.step(active)
-        qpos, qvel = sim.qpos, sim.qvel
-        x_velocity = (qpos[:, 0] - x_before) / self.dt
-        terms = self.family.reward_terms(self._task, x_velocity, qpos, action, sim.cfrc_ext)
+        velocity = (family.position(sim) - before) / self.dt
+        terms = family.reward_terms(self._tasks, velocity, sim)
         scored = active & ~unstable
-        self._terminated |= active & (unstable | ~self.family.healthy(qpos, qvel))
+        self._terminated = self._terminated | (active & (unstable | ~family.healthy(sim)))
         self._elapsed += 1
 
-        reward = np.where(scored, sum(terms.values()), 0.0).astype(np.float32)
-        info: dict[str, Any] = {"x_velocity": np.where(scored, x_velocity, 0.0).astype(np.float32)}
-        info.update({name: np.where(scored, term, 0.0).astype(np.float32) for name, term in terms.items()})
-        info["unstable"] = unstable
-        obs = self.family.observe(qpos, qvel, sim.cfrc_ext, self._task)
+        # reward, velocities and terms masked and cast in one go: [k, N] float32, one row each
+        names = ["x_velocity", "y_velocity"][: velocity.shape[1]] + list(terms)
+        total: Tensor = sum(terms.values())  # type: ignore[assignment]  # the terms are [N] tensors
+        rows = torch.stack([total, *velocity.T[:2], *terms.values()])
+        scored_rows = self._output(torch.where(scored, rows, 0.0).to(torch.float32))
+        reward = scored_rows[0]
+        info: dict[str, Any] = dict(zip(names, scored_rows[1:], strict=True))
+        info[UNSTABLE] = self._output(unstable)
+        obs = family.observe(sim, self._tasks)
         truncated = self._elapsed >= self.max_episode_steps
-        return obs, reward, self._terminated.copy(), truncated, info
+        return self._output(obs), reward, self._output(self._terminated.clone()), self._output(truncated), info
 
-    def get_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the joint state: ``qpos [N, nq]`` and ``qvel [N, nv]`` float64."""
-        return self.sim.qpos.copy(), self.sim.qvel.copy()
+    def get_state(self) -> tuple[Any, Any]:
+        """Copies of the joint state: ``qpos [N, nq]`` and ``qvel [N, nv]`` (numpy float64 native, torch float32
+        on the device for warp)."""
+        return self._output(self.sim.qpos.clone()), self._output(self.sim.qvel.clone())
 
-    def set_state(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def set_state(self, qpos: Any, qvel: Any) -> Any:
         """Start every sub-environment from a given joint state, as ``reset`` does from a random one.
 
         Values are not validated (tests use this to force an unstable simulation).
 
         Args:
-            qpos: ``[N, nq]``.
+            qpos: ``[N, nq]`` (numpy or torch).
             qvel: ``[N, nv]``.
 
         Returns:
             The observation ``[N, obs_dim]`` float32.
         """
-        if self._task is None:
+        if self._tasks is None:
             raise RuntimeError("call set_tasks(tasks) before set_state()")
-        qpos, qvel = np.asarray(qpos, dtype=np.float64), np.asarray(qvel, dtype=np.float64)
-        if qpos.shape != self.sim.qpos.shape or qvel.shape != self.sim.qvel.shape:
+        sim = self.sim
+        qpos, qvel = (
+            torch.as_tensor(value if isinstance(value, Tensor) else np.asarray(value), dtype=sim.dtype,
+                            device=sim.device)
+            for value in (qpos, qvel)
+        )
+        if qpos.shape != sim.qpos.shape or qvel.shape != sim.qvel.shape:
             raise ValueError(
-                f"qpos and qvel must have shapes {list(self.sim.qpos.shape)} and "
-                f"{list(self.sim.qvel.shape)}, got {list(qpos.shape)} and {list(qvel.shape)}"
+                f"qpos and qvel must have shapes {list(sim.qpos.shape)} and "
+                f"{list(sim.qvel.shape)}, got {list(qpos.shape)} and {list(qvel.shape)}"
             )
-        return self._start(np.ones(self.num_envs, dtype=bool), qpos, qvel)
+        return self._start(torch.ones(self.num_envs, dtype=torch.bool, device=sim.device), qpos, qvel)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the simulator's threads and memory; the environment cannot be used afterwards."""
         self.sim.close()
 
     # ------------------------------------------------------------------------------------------- internals
-    def _start(self, mask: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        assert self._task is not None
+    def _output(self, value: Tensor) -> Any:
+        """What the API returns: numpy (zero-copy) for the native backend, the tensor itself for warp."""
+        return value.numpy() if self.sim.host_arrays else value
+
+    def _reset_noise(self) -> tuple[Tensor, Tensor]:
+        """Start states ``qpos [N, nq]``, ``qvel [N, nv]``: noise drawn for every row of the batch (``set_rows``),
+        this shard's rows kept."""
+        rows, own, scale = self.batch_rows, self.own_rows, self.family.reset_noise_scale
+        nq, nv, uniform_qvel = len(self._init_qpos), len(self._init_qvel), self.family.reset_qvel_noise == "uniform"
+        if self.generator is None:  # native: numpy, in gymnasium's order (qpos, then qvel)
+            rng = self.np_random
+            qpos = self._init_qpos + torch.from_numpy(rng.uniform(-scale, scale, (rows, nq))[own])
+            if uniform_qvel:
+                return qpos, self._init_qvel + torch.from_numpy(rng.uniform(-scale, scale, (rows, nv))[own])
+            return qpos, self._init_qvel + scale * torch.from_numpy(rng.standard_normal((rows, nv))[own])
+        device, generator = self.sim.device, self.generator
+        uniform = torch.rand((rows, nq), generator=generator, device=device)[own]
+        qpos = self._init_qpos + scale * (2 * uniform - 1)
+        if uniform_qvel:
+            return qpos, scale * (2 * torch.rand((rows, nv), generator=generator, device=device)[own] - 1)
+        return qpos, scale * torch.randn((rows, nv), generator=generator, device=device)[own]
+
+    def _start(self, mask: Tensor, qpos: Tensor, qvel: Tensor) -> Any:
+        assert self._tasks is not None
         self.sim.set_state(mask, qpos, qvel)
-        self._terminated[mask] = False
-        self._elapsed[mask] = 0
+        self._terminated = self._terminated & ~mask
+        self._elapsed = torch.where(mask, 0, self._elapsed)
         self._needs_reset = False
-        return self.family.observe(self.sim.qpos, self.sim.qvel, self.sim.cfrc_ext, self._task)
-
-    def _reset_mask(self, options: dict[str, Any] | None) -> np.ndarray:
-        mask = reset_mask_option(options, self.num_envs)
-        if mask is None:
-            return np.ones(self.num_envs, dtype=bool)
-        mask = np.asarray(mask)
-        if self._needs_reset and not mask.all():
-            raise RuntimeError("the first reset after set_tasks must reset every sub-environment")
-        return mask
-
-    def _prepare_actions(self, actions: Any) -> np.ndarray:
-        """Validated actions as float64 ``[N, act_dim]`` clipped to ``[-1, 1]``."""
-        if hasattr(actions, "detach"):
-            actions = actions.detach().cpu().numpy()
-        array = np.asarray(actions)
-        expected = (self.num_envs, *(self.single_action_space.shape or ()))
-        if array.shape != expected:
-            raise ValueError(f"actions must have shape {list(expected)}, got {list(array.shape)}")
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(f"actions must be real numbers, got dtype {array.dtype}")
-        array = array.astype(np.float64)
-        if not np.isfinite(array).all():
-            raise ValueError("actions must be finite (got NaN or infinity)")
-        return np.clip(array, -1.0, 1.0)
+        return self._output(self.family.observe(self.sim, self._tasks))

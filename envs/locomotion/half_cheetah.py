@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from torch import Tensor
 
 from envs.base import Tasks
-from envs.locomotion.common import Array, LocomotionFamily, array_namespace, sample_direction, sample_uniform
+from envs.locomotion.common import LocomotionFamily, sample_direction, sample_uniform, sum_rows
+from envs.locomotion.simulator import Simulator
 
 
 class HalfCheetahFamily(LocomotionFamily):
@@ -38,13 +40,13 @@ class HalfCheetahFamily(LocomotionFamily):
     def _state_obs_dim(self) -> int:
         return self.model.nq - 1 + self.model.nv
 
-    def _write_state_obs(self, qpos: Array, qvel: Array, cfrc_ext: Array | None, out: Array) -> None:
+    def _write_state_obs(self, sim: Simulator, out: Tensor) -> None:
         nq = self.model.nq
-        out[:, : nq - 1] = qpos[:, 1:]
-        out[:, nq - 1 :] = qvel
+        out[:, : nq - 1] = sim.qpos[:, 1:]
+        out[:, nq - 1 :] = sim.qvel
 
-    def _robot_reward_terms(self, action: Array, cfrc_ext: Array | None) -> dict[str, Array]:
-        return {"reward_ctrl": -self.ctrl_cost_weight * array_namespace(action).square(action).sum(axis=1)}
+    def _robot_reward_terms(self, sim: Simulator) -> dict[str, Tensor]:
+        return {"reward_ctrl": -self.ctrl_cost_weight * sum_rows(sim.ctrl.square())}
 
 
 class HalfCheetahVel(HalfCheetahFamily):
@@ -64,8 +66,8 @@ class HalfCheetahVel(HalfCheetahFamily):
         """``{"velocity": [n] float32}`` uniform on ``[0, 2]``."""
         return {"velocity": sample_uniform(n, rng, *self.velocity_range)}
 
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        return -array_namespace(x_velocity).abs(x_velocity - task)
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return -(velocity[:, 0] - tasks["velocity"]).abs()
 
 
 class HalfCheetahDir(HalfCheetahFamily):
@@ -83,5 +85,5 @@ class HalfCheetahDir(HalfCheetahFamily):
         """``{"direction": [n] float32}`` of ±1."""
         return {"direction": sample_direction(n, rng)}
 
-    def _task_reward(self, task: Array, x_velocity: Array, qpos: Array) -> Array:
-        return task * x_velocity
+    def _task_reward(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> Tensor:
+        return tasks["direction"] * velocity[:, 0]

@@ -8,7 +8,7 @@ so the physics is gymnasium's. Two details of loading them:
   directory on every load. Models are therefore cached (one load per process) and loaded under a temporary
   warning callback: that one known message is dropped, any other is re-raised as a Python ``RuntimeWarning``.
   The attribute keeps its effect (total mass 14).
-* With contact forces requested, the Ant model gets one extra sensor (``framelinacc`` of the torso). Sensors
+* With contact forces requested, the model gets one extra sensor (``framelinacc`` of its first body, the torso). Sensors
   never act on the dynamics; this one only makes MuJoCo run ``mj_rnePostConstraint`` inside each step, which
   fills ``cfrc_ext`` (external contact forces per body) for the batched simulator to read back.
 """
@@ -26,10 +26,18 @@ import mujoco
 
 #: gymnasium's MuJoCo asset directory
 ASSET_DIR = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
-#: physics steps per environment step (gymnasium v5 default for HalfCheetah and Ant)
+#: physics steps per environment step (gymnasium v5 default for HalfCheetah, Ant and Humanoid)
 FRAME_SKIP = 5
-#: robot name -> XML file in ``ASSET_DIR``
-ROBOT_XML = {"half_cheetah": "half_cheetah.xml", "ant": "ant.xml"}
+#: robot name -> XML file in ``ASSET_DIR`` (the files gymnasium's v5 environments load)
+ROBOT_XML = {
+    "half_cheetah": "half_cheetah.xml",
+    "ant": "ant.xml",
+    "hopper": "hopper.xml",
+    "walker2d": "walker2d_v5.xml",
+    "humanoid": "humanoid.xml",
+}
+#: robot name -> physics steps per environment step (gymnasium v5's ``frame_skip``)
+ROBOT_FRAME_SKIP = {"half_cheetah": 5, "ant": 5, "hopper": 4, "walker2d": 4, "humanoid": 5}
 #: the name of the sensor added to trigger ``cfrc_ext`` computation
 CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
 
@@ -53,7 +61,7 @@ def _quiet_mujoco_log() -> Iterator[list[str]]:
 
 @functools.cache
 def load_model(robot: str, contact_forces: bool = False) -> mujoco.MjModel:
-    """The compiled model of ``robot`` ("half_cheetah" or "ant"), cached per process.
+    """The compiled model of ``robot`` (a key of ``ROBOT_XML``), cached per process.
 
     Args:
         robot: a key of ``ROBOT_XML``.
@@ -73,5 +81,5 @@ def load_model(robot: str, contact_forces: bool = False) -> mujoco.MjModel:
         sensor.name = CONTACT_SENSOR
         sensor.type = mujoco.mjtSensor.mjSENS_FRAMELINACC
         sensor.objtype = mujoco.mjtObj.mjOBJ_BODY
-        sensor.objname = "torso"
+        sensor.objname = spec.bodies[1].name  # the torso (bodies[0] is the world)
         return spec.compile()

@@ -1,9 +1,12 @@
 """``WarpSim``: N worlds of one MuJoCo model stepped by ``mujoco_warp`` on a warp device (CPU or CUDA GPU).
 
-The counterpart of ``BatchedSim`` for the ``warp`` backend (docs/architecture.md §7): one ``mujoco_warp`` model and one
-``Data`` with ``nworld = N``; ``qpos``/``qvel``/``ctrl``/``cfrc_ext`` are zero-copy torch views
-(``wp.to_torch``) of the device arrays, float32, so observations and rewards are computed by torch where the
-physics lives and nothing is copied to the host.
+The ``warp`` implementation of ``envs.locomotion.simulator.Simulator`` (the counterpart of ``BatchedSim``,
+docs/architecture.md §7): one ``mujoco_warp`` model and one ``Data`` with ``nworld = N``; ``qpos``/``qvel``/``ctrl``
+and ``fields`` are zero-copy torch views (``wp.to_torch``) of the device arrays, float32, so observations and
+rewards are computed by torch where the physics lives and nothing is copied to the host.
+* Per-world model parameters: the fields named in ``model_fields``, and the constants ``mujoco_warp.set_const``
+  derives from them (``SET_CONST_OUTPUTS``), are put on the device with one row per world
+  (``put_model(batch_sizes=...)``); ``set_model_fields`` writes them and runs ``mujoco_warp.set_const``.
 
 * Stepping: ``frame_skip`` calls to ``mujoco_warp.step`` advance every world. They are captured once in a
   warp graph (``wp.ScopedCapture``) and replayed with ``wp.capture_launch``: a CUDA graph on a GPU; on warp's
@@ -22,8 +25,9 @@ physics lives and nothing is copied to the host.
   ``qpos`` agrees to about 1e-7 after one or two environment steps and then drifts apart chaotically
   (docs/architecture.md §7), so the two backends agree in distribution, not trajectory by trajectory.
 
-Importing this module imports ``warp`` and ``mujoco_warp`` (the ``gpu`` extra) and sets warp's log level to
-warnings, so that kernel loads are not printed on every run.
+This module imports without ``warp``: ``mujoco_warp`` and ``warp`` (the ``gpu`` extra) are imported when the first
+``WarpSim`` is built (``load_warp``), so the locomotion package imports both simulators at module level and never
+imports warp unless the warp backend is used.
 """
 
 from __future__ import annotations
@@ -34,17 +38,35 @@ from typing import Any
 
 import mujoco
 import torch
+from torch import Tensor
 
-from envs.locomotion.common import WARP_INSTALL_HINT
-from envs.locomotion.models import FRAME_SKIP
+from envs.locomotion.simulator import WARP_INSTALL_HINT, Simulator
 
-try:
-    import mujoco_warp as mjw
-    import warp as wp
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
+#: ``mujoco_warp`` and ``warp``, imported by ``load_warp`` when the first warp simulator is built
+mjw: Any = None
+wp: Any = None
 
-wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+
+def load_warp() -> None:
+    """Import ``mujoco_warp`` and ``warp`` (once) and set warp's log level to warnings, so that kernel loads are
+    not printed on every run. Raises ``ImportError`` with the install command when they are missing."""
+    global mjw, wp
+    if wp is not None:
+        return
+    try:
+        import mujoco_warp
+        import warp
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(f"the warp backend needs mujoco_warp and warp-lang: {WARP_INSTALL_HINT}") from error
+    warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
+    mjw, wp = mujoco_warp, warp
+
+#: the model fields ``mujoco_warp.set_const`` writes: with per-world parameters they need a row per world too
+SET_CONST_OUTPUTS = (
+    "body_subtreemass", "body_invweight0", "dof_invweight0", "tendon_invweight0", "actuator_acc0", "geom_aabb",
+    "geom_rbound", "tendon_length0", "eq_data", "cam_pos0", "cam_poscom0", "cam_mat0", "light_pos0",
+    "light_poscom0", "light_dir0",
+)
 
 #: MuJoCo's ``mjMAXVAL``: a larger |qpos|, |qvel| or |qacc| counts as unstable (MuJoCo warns and resets there)
 MAX_VALUE = 1e10
@@ -56,6 +78,7 @@ def warp_devices(device: Any) -> tuple[torch.device, str]:
     Raises:
         ValueError: unknown device, or CUDA requested where torch or warp sees no GPU.
     """
+    load_warp()
     try:
         torch_device = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -75,10 +98,10 @@ def warp_devices(device: Any) -> tuple[torch.device, str]:
     return torch.device("cuda", index), f"cuda:{index}"
 
 
-class WarpSim:
+class WarpSim(Simulator):
     """``num_envs`` worlds of ``model`` on a warp device, stepped ``frame_skip`` physics steps at a time.
 
-    >>> sim = WarpSim(model, 4096, device="cuda:0")
+    >>> sim = WarpSim(model, 4096, device="cuda:0", frame_skip=5)
     >>> sim.set_state(mask, qpos, qvel)           # [N] bool, [N, nq], [N, nv] tensors on sim.device
     >>> sim.ctrl.copy_(controls)                  # [N, nu]
     >>> unstable = sim.step(active)               # [N] bool; sim.qpos, sim.qvel updated in place
@@ -88,10 +111,14 @@ class WarpSim:
         num_envs: number of worlds ``N``.
         device: torch-style device ("cpu", "cuda", "cuda:N"); see ``warp_devices``.
         frame_skip: physics steps per ``step``.
-        contact_forces: keep ``cfrc_ext`` ``[N, nbody, 6]`` up to date (the model must compute it in the step,
+        fields: ``Data`` fields exposed in ``fields`` (``cfrc_ext`` needs a model that computes it in the step,
             see ``envs.locomotion.models``).
+        model_fields: model fields that ``set_model_fields`` gives one value per world.
         use_graph: capture the ``frame_skip`` physics steps in a warp graph and replay it (else launch eagerly).
     """
+
+    dtype = torch.float32
+    host_arrays = False
 
     def __init__(
         self,
@@ -99,8 +126,9 @@ class WarpSim:
         num_envs: int,
         *,
         device: Any = "cpu",
-        frame_skip: int = FRAME_SKIP,
-        contact_forces: bool = False,
+        frame_skip: int,
+        fields: tuple[str, ...] = (),
+        model_fields: tuple[str, ...] = (),
         use_graph: bool = True,
     ) -> None:
         self.device, warp_device = warp_devices(device)
@@ -112,7 +140,8 @@ class WarpSim:
         #: On by default on CUDA, where that question would synchronize the stream every step.
         self.sync_free = self.warp_device.is_cuda
         with wp.ScopedDevice(self.warp_device):
-            self._model = mjw.put_model(model)
+            batched = (*model_fields, *SET_CONST_OUTPUTS) if model_fields else ()
+            self._model = mjw.put_model(model, batch_sizes={name: self.num_envs for name in batched})
             self._data = mjw.make_data(model, nworld=self.num_envs)
         # The uploads above ran on warp's own stream, every later launch runs on torch's: wait for them once here,
         # so that no torch operation on the views can overtake them (a no-op on the CPU).
@@ -124,15 +153,13 @@ class WarpSim:
         self.qvel: torch.Tensor = wp.to_torch(data.qvel)
         #: ``[N, nu]`` controls applied by the next ``step`` (write into it)
         self.ctrl: torch.Tensor = wp.to_torch(data.ctrl)
-        #: ``[N, nbody, 6]`` external (contact) forces of the last step, or None without ``contact_forces``
-        self.cfrc_ext: torch.Tensor | None = wp.to_torch(data.cfrc_ext) if contact_forces else None
+        #: ``{name: [N, ...]}`` views of the requested ``Data`` fields
+        self.fields: dict[str, Tensor] = {name: wp.to_torch(getattr(data, name)) for name in fields}
         self._qacc = wp.to_torch(data.qacc)
         self._overflow = wp.to_torch(data.overflow)
-        #: what a frozen world must keep across a step: its integration state (and contact forces)
+        #: what a frozen world must keep across a step: its integration state (and the exposed fields)
         state = [data.qpos, data.qvel, data.qacc_warmstart, data.time] + ([data.act] if model.na else [])
-        self._frozen_state = [wp.to_torch(array) for array in state]
-        if self.cfrc_ext is not None:
-            self._frozen_state.append(self.cfrc_ext)
+        self._frozen_state = [wp.to_torch(array) for array in state] + list(self.fields.values())
         self._graph: Any = None
         self._capture_stream: torch.cuda.Stream | None = None
 
@@ -151,11 +178,13 @@ class WarpSim:
         column = mask[:, None]
         self.qpos.copy_(torch.where(column, qpos.to(self.qpos), self.qpos))
         self.qvel.copy_(torch.where(column, qvel.to(self.qvel), self.qvel))
-        if self.cfrc_ext is not None:  # contact forces at the new state; the other worlds keep theirs
-            kept = self.cfrc_ext.clone()
+        if self.fields:  # the fields at the new state; the other worlds keep theirs
+            kept = {name: value.clone() for name, value in self.fields.items()}
             with self._on_torch_stream():
                 mjw.forward(self._model, self._data)
-            self.cfrc_ext.copy_(torch.where(mask[:, None, None], self.cfrc_ext, kept))
+            for name, value in self.fields.items():
+                shape = (self.num_envs,) + (1,) * (value.dim() - 1)
+                value.copy_(torch.where(mask.view(shape), value, kept[name]))
 
     def reset_to_defaults(self, mask: torch.Tensor) -> None:
         """Put the worlds where ``mask`` (``[N]`` bool) is True at the model's default state."""
@@ -186,12 +215,20 @@ class WarpSim:
             self.reset_to_defaults(unstable)
         return unstable
 
+    def set_model_fields(self, values: dict[str, Tensor]) -> None:
+        """Per-world model parameters (fields named in ``model_fields`` at construction), then
+        ``mujoco_warp.set_const`` so that the constants derived from them follow."""
+        for name, rows in values.items():
+            wp.to_torch(getattr(self._model, name)).copy_(rows.to(device=self.device, dtype=torch.float32))
+        with self._on_torch_stream():
+            mjw.set_const(self._model, self._data)
+
     def close(self) -> None:
         """Drop the device arrays and the graph (the views keep their memory alive until released), after the
         work queued on them has finished (a whole-device synchronization on CUDA)."""
         wp.synchronize_device(self.warp_device)
         self._graph = None
-        del self._model, self._data, self.qpos, self.qvel, self.ctrl, self.cfrc_ext, self._qacc, self._frozen_state
+        del self._model, self._data, self.qpos, self.qvel, self.ctrl, self.fields, self._qacc, self._frozen_state
 
     # ------------------------------------------------------------------------------------------ internals
     def _physics(self) -> None:

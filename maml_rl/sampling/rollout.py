@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from envs.base import MetaVectorEnv
+from envs.base import UNSTABLE, MetaVectorEnv
 from maml_rl.episodes import Episodes
 from maml_rl.errors import NonFiniteError
 from maml_rl.policies import Params, Policy, Rows, batched_forward
@@ -86,8 +86,8 @@ def sample_episodes(
         mask[t] = alive
         rewards[t] = _as_tensor(reward, device, torch.float32) * alive
         alive = alive * (1.0 - _as_tensor(terminated, device, torch.float32))
-        if "unstable" in info:
-            unstable |= _as_tensor(info["unstable"], device, torch.bool)
+        if UNSTABLE in info:
+            unstable |= _as_tensor(info[UNSTABLE], device, torch.bool)
     num_unstable, num_non_finite = torch.stack([unstable.sum(), (~finite).long()]).tolist()  # one host sync
     if num_non_finite:
         raise NonFiniteError("non-finite policy output")

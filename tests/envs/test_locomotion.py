@@ -17,7 +17,10 @@ from envs.base import make_family
 from envs.locomotion import FAMILIES, LocomotionVectorEnv, load_model
 from envs.locomotion.models import ASSET_DIR
 
-FAMILY_NAMES = [family.name for family in FAMILIES]
+#: the families of the MAML paper, tested here; the newer ones in test_locomotion_new_families.py
+MAML_PAPER = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal")
+PAPER_FAMILIES = [family for family in FAMILIES if family.name in MAML_PAPER]
+FAMILY_NAMES = [family.name for family in PAPER_FAMILIES]
 DT = 0.05  # 5 x timestep 0.01, both robots
 
 
@@ -112,7 +115,7 @@ def test_matches_plain_mujoco_stepping(plain_models, name, contact_forces):
         qpos_end, qvel_end = env.get_state()
         for i in range(4):
             ref, ref_qpos, ref_qvel = reference_rollout(
-                model, name, env._task[i], qpos0[i], qvel0[i], actions[:, i], contact_forces
+                model, name, env.task_rows[family.task_key][i], qpos0[i], qvel0[i], actions[:, i], contact_forces
             )
             for t, ((obs, reward, terminated, _, info), (ref_obs, ref_reward, ref_done)) in enumerate(
                 zip(results, ref, strict=True)
@@ -171,7 +174,7 @@ def test_batched_equals_each_alone(name, options):
     batched_state = env.get_state()
     for i in range(n):
         alone = make_family(name, num_threads=1, **options).make_vector_env(1)
-        alone.set_tasks({key: value[i : i + 1] for key, value in {env.family.task_key: env._task}.items()})
+        alone.set_tasks({key: value[i : i + 1] for key, value in env.task_rows.items()})
         alone.set_state(qpos0[i : i + 1], qvel0[i : i + 1])
         for t in range(steps):
             obs, reward, terminated, _truncated, _ = alone.step(actions[t, i : i + 1])
@@ -240,7 +243,7 @@ def test_sample_tasks_rejects_bad_n(n):
 
 # --------------------------------------------------------------------------------------------- gymnasium
 @pytest.mark.filterwarnings("ignore:.*Box observation space m:UserWarning")
-@pytest.mark.parametrize("family", FAMILIES, ids=FAMILY_NAMES)
+@pytest.mark.parametrize("family", PAPER_FAMILIES, ids=FAMILY_NAMES)
 def test_gymnasium_registration_passes_check_env(family):
     env = gym.make(family.gym_id)
     check_env(env.unwrapped, skip_render_check=True)
@@ -271,8 +274,10 @@ def test_termination_freezes_and_partial_reset_restarts():
         np.testing.assert_array_equal(env.get_state()[0][1], frozen_state)
         assert reward[1] == 0 and terminated[1] and info["reward_survive"][1] == 0
         assert not terminated[0] and reward[0] != 0
+    last_obs = obs.copy()
     obs, _ = env.reset(options={"reset_mask": np.array([False, True, False])})
-    np.testing.assert_array_equal(obs[0], env.family.observe(*env.get_state(), None, env._task)[0])
+    np.testing.assert_array_equal(obs[0], last_obs[0])  # not reset: the observation of its unchanged state
+    assert not np.array_equal(obs[1], last_obs[1])
     _, _, terminated, _, _ = env.step(np.zeros((3, 8)))
     assert not terminated[1]
 
@@ -326,7 +331,7 @@ def test_oracle_appends_task(name):
     oracle = make_env(name, 3, seed=2, oracle=True)
     obs_base, _ = base.reset(seed=0)
     obs_oracle, _ = oracle.reset(seed=0)
-    task = oracle._task.reshape(3, -1).astype(np.float32)
+    task = oracle.task_rows[oracle.family.task_key].reshape(3, -1).astype(np.float32)
     dim = {"half_cheetah": 17, "ant": 27}[base.family.robot]
     assert obs_base.shape == (3, dim) and obs_oracle.shape == (3, dim + task.shape[1])
     assert oracle.single_observation_space.shape == (dim + task.shape[1],)
@@ -434,3 +439,39 @@ def test_env_device_follows_the_backend():
     tests/envs/test_warp_backend.py)."""
     assert make_family("halfcheetah-vel").env_device("cuda") == "cpu"
     assert make_family("navigation-2d").env_device("cuda") == "cuda"
+
+
+# -------------------------------------------------------------------------------------------- refactor parity
+#: obs[:, :4], rewards and terminations after 10 steps, recorded with the two separate vector environments that
+#: preceded the unified one (commit 12f9fa9; identical to the last bit there, also over 40 steps for six configs)
+BEFORE_UNIFICATION = {
+    "halfcheetah-vel": (
+        [[0.11213850975036621, 0.36491140723228455, 0.018777061253786087, -0.17420783638954163],
+         [-0.04093165323138237, 0.01843305677175522, -0.11735694855451584, 0.1532594859600067],
+         [-0.12727929651737213, 0.2746962010860443, 0.07394706457853317, -0.3354741036891937]],
+        [-0.2414187341928482, -1.8088282346725464, -0.826497495174408],
+    ),
+    "ant-goal": (
+        [[0.6625192165374756, 0.9549840092658997, 0.19271127879619598, -0.05348731204867363],
+         [0.7645830512046814, 0.985496997833252, 0.1634976714849472, 0.03780163452029228],
+         [0.6811585426330566, 0.9721776843070984, 0.19270458817481995, -0.02959658019244671]],
+        [2.4978549480438232, 1.3962516784667969, 2.731949806213379],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE_UNIFICATION))
+def test_unified_env_reproduces_the_trajectories_of_the_old_one(name):
+    options = {"use_contact_forces": True} if name == "ant-goal" else {}
+    family = make_family(name, num_threads=1, **options)
+    env = family.make_vector_env(3)
+    env.set_tasks(family.sample_tasks(3, np.random.default_rng(11)))
+    env.reset(seed=5)
+    rng = np.random.default_rng(12)
+    for _ in range(10):
+        obs, reward, terminated, _, _ = env.step(rng.uniform(-1.2, 1.2, env.action_space.shape).astype(np.float32))
+    expected_obs, expected_reward = BEFORE_UNIFICATION[name]
+    assert obs.dtype == np.float32 and reward.dtype == np.float32 and isinstance(terminated, np.ndarray)
+    np.testing.assert_allclose(obs[:, :4], np.float32(expected_obs), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(reward, np.float32(expected_reward), rtol=1e-6, atol=0)
+    assert not terminated.any()

@@ -61,6 +61,8 @@ PAIR_SPECS = {
     "ant-dir": ("ant-dir", {}),
     "ant-goal-oracle": ("ant-goal", {"oracle": True}),
     "ant-vel-contact": ("ant-vel", {"use_contact_forces": True}),
+    "hopper-params": ("hopper-params", {}),  # random per-world masses, inertias, damping, friction
+    "ant-dir2d-oracle": ("ant-dir2d", {"oracle": True}),
 }
 
 
@@ -150,13 +152,15 @@ def test_longer_rollouts_agree_in_statistics(pairs, key):
 def test_tasks_spaces_and_oracle_as_native(pairs):
     pair = pairs("ant-goal-oracle")
     native, warp = pair.native_family, pair.warp_family
+    assert type(pair.warp) is type(pair.native)  # one vector environment, two simulators
+    assert type(pair.warp.sim).__name__ == "WarpSim" and type(pair.native.sim).__name__ == "BatchedSim"
     np.testing.assert_array_equal(
         warp.sample_tasks(5, np.random.default_rng(3))["goal"], native.sample_tasks(5, np.random.default_rng(3))["goal"]
     )
     assert warp.single_observation_space == native.single_observation_space
     assert warp.single_action_space == native.single_action_space
     obs, _ = pair.warp.reset(seed=0)
-    np.testing.assert_array_equal(as_numpy(obs)[:, -2:], pair.native._task.astype(np.float32))
+    np.testing.assert_array_equal(as_numpy(obs)[:, -2:], pair.native.task_rows["goal"].astype(np.float32))
 
 
 def test_reset_noise_seeding_and_partial_reset(pairs):
@@ -205,9 +209,9 @@ def test_termination_freezes_and_unstable_worlds_reset(pairs):
 
 def test_graph_replay_equals_eager_launches(pairs):
     family = pairs("halfcheetah-vel").warp_family
-    from envs.locomotion.warp_env import WarpLocomotionVectorEnv
+    from envs.locomotion import LocomotionVectorEnv
 
-    envs_ = [WarpLocomotionVectorEnv(family, 2, max_episode_steps=10, use_graph=flag) for flag in (True, False)]
+    envs_ = [LocomotionVectorEnv(family, 2, max_episode_steps=10, use_graph=flag) for flag in (True, False)]
     results = []
     for env in envs_:
         env.set_tasks({"velocity": np.ones(2)})
@@ -240,6 +244,8 @@ def test_backend_option_and_device_errors(monkeypatch):
         make_family("halfcheetah-vel", backend="warp").make_vector_env(2, device="meta")
     with pytest.raises(ValueError, match="device"):
         make_family("halfcheetah-vel").make_vector_env(2, device="cuda")
+    with pytest.raises(ValueError, match="PGS"):  # humanoid.xml's solver is not in mujoco_warp
+        make_family("humanoid-dir", backend="warp")
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
@@ -248,6 +254,18 @@ def test_backend_option_and_device_errors(monkeypatch):
     )
     with pytest.raises(ImportError, match="pip install"):
         make_family("ant-goal", backend="warp")
+
+
+def test_per_world_parameters_and_derived_constants_as_native(pairs):
+    """Each world's masses, damping and the constants ``set_const`` derives from them (subtree masses, inverse
+    weights) equal the native simulator's per-simulation values (``mujoco.batch``'s ``mj_setConst``)."""
+    pair = pairs("hopper-params")
+    for name in ("body_mass", "body_inertia", "dof_damping", "geom_friction", "body_subtreemass", "dof_invweight0"):
+        warp_values = getattr(pair.warp.sim._model, name).numpy()
+        native_values = pair.native.sim._batch.expanded(name)
+        assert warp_values.shape == native_values.shape == (N, *native_values.shape[1:])
+        np.testing.assert_allclose(warp_values, native_values, rtol=1e-5, err_msg=name)
+        assert np.abs(native_values[0] - native_values[1]).max() > 0, name  # the worlds differ
 
 
 def test_env_device_is_the_learner_device():
@@ -275,11 +293,11 @@ def test_single_env_registration(pairs):
 def test_cuda_backend_follows_native(name, use_graph):
     """warp on CUDA (graph replay or eager launches, sync-free defaults) against native MuJoCo: two steps from
     the same state under the same actions, with the tolerances of the CPU-device comparison above."""
-    from envs.locomotion.warp_env import WarpLocomotionVectorEnv
+    from envs.locomotion import LocomotionVectorEnv
 
     native_family, warp_family = make_family(name), make_family(name, backend="warp")
     native = native_family.make_vector_env(N)
-    cuda = WarpLocomotionVectorEnv(warp_family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
+    cuda = LocomotionVectorEnv(warp_family, N, max_episode_steps=200, device="cuda", use_graph=use_graph)
     assert cuda.sim.sync_free and cuda.deferred_action_checks
     tasks = native_family.sample_tasks(N, np.random.default_rng(0))
     native.set_tasks(tasks)
