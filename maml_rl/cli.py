@@ -231,15 +231,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.budget_steps is not None and args.budget_steps < 0:
         raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
-    evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed)  # the flags' checks, before any loading
+    # the flags' own checks, before anything is loaded
+    evaluation.Protocol(args.tasks, args.steps, args.episodes or 1, args.seed)
     nproc = args.nproc if args.nproc is not None else world_size
     check_shardable(args.tasks, nproc, key="--tasks")
     if args.output:
         output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
-    # --budget-steps: the flag, else the run's evaluation.budget_steps; 0 means --episodes episodes either way
-    budget = args.budget_steps if args.budget_steps is not None else primary.config.evaluation.budget_steps
-    protocol = evaluation.Protocol(args.tasks, args.steps, args.episodes, args.seed, budget or None)
+    protocol = evaluation.protocol_for(primary.config, args.tasks, args.steps, args.seed, args.episodes,
+                                       args.budget_steps)
     rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
     if args.random:
         rows.append(evaluation.random_row(primary.config, protocol))
@@ -339,15 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                       "(default: the latest)")
     evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default: 40)")
     evaluate.add_argument("--steps", type=int, default=3, help="adaptation steps K (default: 3)")
-    evaluate.add_argument("--episodes", type=int, default=20, help="episodes per task and step, or per round with "
-                                                                   "--budget-steps (default: 20)")
+    evaluate.add_argument("--episodes", type=int, help="episodes per task and step, or per round with a step "
+                                                       "budget (default: the run's evaluation.episodes, 20)")
     evaluate.add_argument("--budget-steps", type=int, metavar="B",
                           help="environment steps per task and step: rounds of --episodes episodes until each task "
                                "has B steps, as the reference code's evaluation (batch_size 4000 for 2D navigation, "
-                               "HalfCheetah and Ant velocity, 8000 for Ant direction); default: the run's "
-                               "evaluation.budget_steps (the paper presets of the locomotion families and "
-                               "navigation-2d/reference set the reference's), else --episodes episodes; 0: "
-                               "--episodes episodes")
+                               "HalfCheetah and Ant velocity, 8000 for Ant direction); default: episodes × horizon "
+                               "when the run's evaluation.step_budget is set (the paper presets of the locomotion "
+                               "families and navigation-2d/reference), else none; 0: none")
     evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed; a stream training never uses "
                                                              "(default: 0)")
     evaluate.add_argument("--compare", nargs="+", action="extend", metavar="RUN_DIR",

@@ -79,12 +79,12 @@ class MamlConfig:
     meta_batch_size: int = 40
     """Tasks per meta-iteration ``M``."""
     fast_batch_size: int = 20
-    """Episodes per task ``E`` for each inner step and for validation (per round, with ``fast_batch_steps``)."""
-    fast_batch_steps: int | None = None
-    """Environment steps per task for each inner step and for validation, the reference code's ``batch_size``
-    (cbfinn/maml_rl samples whole episodes until a task's batch reaches it): rounds of ``E`` episodes per task in
-    lockstep until every task's kept episodes reach it, a task dropping the rounds that start after its budget is
-    met (``maml_rl.collect.sample``). None: ``E`` episodes per task, one round."""
+    """Episodes per task ``E`` for each inner step and for validation (per round, with ``step_budget``)."""
+    step_budget: bool = False
+    """Sample whole episodes until each task has ``E × horizon`` environment steps, as the reference code did
+    (cbfinn/maml_rl: ``batch_size`` trajectories × ``max_path_length`` steps per task): rounds of ``E`` episodes
+    per task in lockstep, a task dropping the rounds that start after its budget is met
+    (``maml_rl.collect.sample``), so a task whose episodes end early gets more of them. False: ``E`` episodes."""
     num_inner_steps: int = 1
     """Inner gradient steps ``K`` during meta-training."""
     fast_lr: float = 0.1
@@ -128,10 +128,13 @@ class TrainConfig:
 class EvaluationConfig:
     """Defaults of ``maml-rl evaluate`` for runs of this config (its flags override them; docs/architecture.md §6)."""
 
-    budget_steps: int | None = None
-    """Environment steps per task at every adaptation step (``--budget-steps``): the reference code's evaluation
-    ``batch_size`` (cbfinn/maml_rl ``maml_examples/test_maml_*.py``: 4000 for 2D navigation, HalfCheetah and Ant
-    velocity, 8000 for Ant direction). None: ``--episodes`` episodes per task."""
+    episodes: int = 20
+    """Episodes per task and adaptation step (``--episodes``; per round with ``step_budget``)."""
+    step_budget: bool = False
+    """Sample whole episodes until each task has ``episodes × horizon`` environment steps (``--budget-steps``),
+    as the reference code's evaluation did (cbfinn/maml_rl ``maml_examples/test_maml_*.py``, ``batch_size`` env
+    steps: 4000 = 40 × 100 for 2D navigation, 20 × 200 for HalfCheetah and Ant velocity, 8000 = 40 × 200 for Ant
+    direction). False: ``episodes`` episodes."""
 
 
 @dataclass(frozen=True)
@@ -346,8 +349,6 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"policy.min_std ({policy.min_std}) must not exceed policy.init_std ({policy.init_std})")
     _check_positive("maml.meta_batch_size", maml.meta_batch_size)
     _check_positive("maml.fast_batch_size", maml.fast_batch_size)
-    if maml.fast_batch_steps is not None:
-        _check_positive("maml.fast_batch_steps", maml.fast_batch_steps)
     _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not cls.adapts)
     _check_positive("maml.fast_lr", maml.fast_lr)
     if not 0.0 <= maml.gamma <= 1.0:
@@ -358,8 +359,7 @@ def validate(config: Config) -> Config:
     _check_positive("train.checkpoint_every", train.checkpoint_every)
     if train.num_threads is not None:
         _check_positive("train.num_threads", train.num_threads)
-    if config.evaluation.budget_steps is not None:
-        _check_positive("evaluation.budget_steps", config.evaluation.budget_steps)
+    _check_positive("evaluation.episodes", config.evaluation.episodes)
     if train.seed < 0:
         raise ConfigError(f"train.seed: must be >= 0, got {train.seed}")
     if not (train.device == "cpu" or train.device == "cuda" or train.device.startswith("cuda:")):

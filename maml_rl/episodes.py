@@ -122,7 +122,7 @@ class Episodes:
 def join_rounds(rounds: Sequence[Episodes], kept: Sequence[Tensor]) -> Episodes:
     """One batch from ``R`` rounds of ``E`` episodes per task, each task keeping only the rounds it still needed.
 
-    A step budget (``maml.fast_batch_steps``) samples rounds of ``E`` episodes per task until every task's kept
+    A step budget (``maml.step_budget``) samples rounds of ``E`` episodes per task until every task's kept
     episodes reach it; a round that starts after a task's budget is met is dropped for that task. The result keeps
     the layout ``[T, M × (R·E), ...]``: task ``m``'s slots are its ``E`` episodes of round 1, then of round 2, …, and
     the slots of a dropped round have mask and rewards 0 (:meth:`Episodes.episode_counts` does not count them).

@@ -80,6 +80,16 @@ class Protocol:
             raise EvaluationError(f"--budget-steps must be >= 1, got {self.budget_steps}")
 
 
+def protocol_for(config: Config, num_tasks: int, num_steps: int, seed: int, episodes: int | None = None,
+                 budget_steps: int | None = None) -> Protocol:
+    """The protocol of ``maml-rl evaluate`` for a run of ``config``: ``episodes`` (None: ``evaluation.episodes``)
+    and ``budget_steps`` (None: ``episodes × horizon`` with ``evaluation.step_budget``, else none; 0: none)."""
+    episodes = config.evaluation.episodes if episodes is None else episodes
+    if budget_steps is None and config.evaluation.step_budget:
+        budget_steps = episodes * horizon_of(config, build_family(config))
+    return Protocol(num_tasks, num_steps, episodes, seed, budget_steps or None)
+
+
 @dataclass(frozen=True)
 class Row:
     """One policy to evaluate: a checkpoint of a run, or a fresh initialization.

@@ -155,6 +155,8 @@ class Trainer:
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
         self.shard = self.world.shard(self.num_tasks)  # all tasks in one process
         horizon = horizon_of(config, self.family)
+        #: env steps per task and batch with ``maml.step_budget`` (E × horizon, the reference's batch_size), else None
+        self.step_budget = self.per_task * horizon if maml.step_budget else None
         # Before anything big is allocated or anything is written: does the run fit in memory?
         obs_dim, action_size, discrete = policy_dims(self.family)
         # each rank holds M / R tasks; the local ranks of a CPU run share this machine's memory
@@ -289,7 +291,7 @@ class Trainer:
                 batch = collect(
                     self.env, self.policy, learner.shared_params(), self.config, shard.size,
                     [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
-                    budget=self.config.maml.fast_batch_steps, any_rank=world.any_failed,
+                    budget=self.step_budget, any_rank=world.any_failed,
                 )
             except NonFiniteError as caught:
                 error = caught

@@ -1,4 +1,4 @@
-"""Sample budgets in environment steps (``maml.fast_batch_steps``, ``evaluate --budget-steps``): rounds of ``E``
+"""Sample budgets in environment steps (``maml.step_budget``, ``evaluate --budget-steps``): rounds of ``E``
 episodes per task until every task's kept episodes reach the budget (the reference code's ``batch_size``)."""
 
 import json
@@ -14,6 +14,7 @@ from maml_rl.build import Generators
 from maml_rl.collect import sample
 from maml_rl.config import ConfigError, load_config
 from maml_rl.episodes import Episodes, join_rounds
+from maml_rl.evaluation import protocol_for
 from maml_rl.policies import GaussianMLPPolicy, task_params
 from maml_rl.trainer import Trainer, _returns_stats
 
@@ -108,15 +109,16 @@ def test_budget_that_one_round_meets_gives_the_episode_count_batch():
         assert torch.equal(getattr(plain, name), getattr(budgeted, name)), name
 
 
-def test_training_with_a_step_budget_counts_whole_rounds(tmp_path):
-    overrides = ["maml.meta_batch_size=2", "maml.fast_batch_size=2", "policy.hidden_sizes=[8]", "env.horizon=10",
-                 "train.num_iterations=1", "maml.fast_batch_steps=50"]
+def test_training_with_a_step_budget_samples_e_times_horizon_steps_per_task(tmp_path):
+    overrides = ["maml.meta_batch_size=2", "maml.fast_batch_size=3", "policy.hidden_sizes=[8]", "env.horizon=10",
+                 "train.num_iterations=1", "maml.step_budget=true"]
     config = load_config("experiments/navigation-2d/paper.yaml", overrides)
-    row = Trainer(config, tmp_path / "run").train(progress=False)[-1]
-    # 50 steps per task need 3 rounds of 2 episodes of ≤ 10 steps: at least 2 × 50 steps per batch, 2 batches
-    assert row["env/steps"] >= 2 * 2 * 50
-    with pytest.raises(ConfigError, match=r"maml\.fast_batch_steps: must be > 0"):
-        load_config("experiments/navigation-2d/paper.yaml", ["maml.fast_batch_steps=0"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.step_budget == 3 * 10
+    row = trainer.train(progress=False)[-1]
+    assert row["env/steps"] >= 2 * 2 * 30  # 2 tasks, 2 batches, ≥ 30 steps each
+    with pytest.raises(ConfigError, match=r"maml\.step_budget"):
+        load_config("experiments/navigation-2d/paper.yaml", ["maml.step_budget=7"])
 
 
 def test_evaluate_with_a_step_budget_records_it(tmp_path):
@@ -140,18 +142,21 @@ def test_evaluate_takes_the_budget_of_the_runs_config_unless_told(tmp_path):
 
     run = tmp_path / "run"
     overrides = ["maml.meta_batch_size=2", "maml.fast_batch_size=2", "policy.hidden_sizes=[8]", "env.horizon=10",
-                 "train.num_iterations=1", "evaluation.budget_steps=25"]
+                 "train.num_iterations=1", "evaluation.step_budget=true", "evaluation.episodes=3"]
     assert main(["train", "navigation-2d/paper", "--output", str(run), "--no-progress",
                  *[x for o in overrides for x in ("--set", o)]]) == 0
     budgets = {}
-    for name, flags in {"config": [], "flag": ["--budget-steps", "12"], "off": ["--budget-steps", "0"]}.items():
+    flags = {"config": [], "episodes": ["--episodes", "2"], "flag": ["--budget-steps", "12"],
+             "off": ["--budget-steps", "0"]}
+    for name, extra in flags.items():
         out = tmp_path / name
-        assert main(["evaluate", str(run), "--tasks", "2", "--steps", "0", "--episodes", "2", "--output", str(out),
-                     *flags]) == 0
-        budgets[name] = json.loads((out / "adaptation.json").read_text())["protocol"]["budget_steps"]
-    assert budgets == {"config": 25, "flag": 12, "off": None}
-    with pytest.raises(ConfigError, match=r"evaluation\.budget_steps: must be > 0"):
-        load_config("experiments/navigation-2d/paper.yaml", ["evaluation.budget_steps=0"])
+        assert main(["evaluate", str(run), "--tasks", "2", "--steps", "0", "--output", str(out), *extra]) == 0
+        protocol = json.loads((out / "adaptation.json").read_text())["protocol"]
+        budgets[name] = (protocol["episodes_per_task"], protocol["budget_steps"])
+    # evaluation.episodes × horizon, unless the flags say otherwise
+    assert budgets == {"config": (3, 30), "episodes": (2, 20), "flag": (3, 12), "off": (3, None)}
+    with pytest.raises(ConfigError, match=r"evaluation\.episodes: must be > 0"):
+        load_config("experiments/navigation-2d/paper.yaml", ["evaluation.episodes=0"])
 
 
 @pytest.mark.parametrize(("preset", "training", "evaluation"), [
@@ -159,5 +164,8 @@ def test_evaluate_takes_the_budget_of_the_runs_config_unless_told(tmp_path):
     ("halfcheetah-dir/paper", 4000, 4000), ("ant-vel/paper", 4000, 4000), ("ant-dir/paper", 4000, 8000),
 ])
 def test_reference_presets_carry_the_reference_budgets(preset, training, evaluation):
+    """The reference's batch_size: 20 × horizon env steps per task in training; its evaluation's per family."""
     config = load_config(f"experiments/{preset}.yaml")
-    assert (config.maml.fast_batch_steps, config.evaluation.budget_steps) == (training, evaluation)
+    trainer_budget = config.maml.fast_batch_size * config.env.horizon if config.maml.step_budget else None
+    protocol = protocol_for(config, 40, 3, 0)
+    assert (trainer_budget, protocol.budget_steps) == (training, evaluation)

@@ -250,7 +250,7 @@ def test_unknown_key_message_is_one_line_and_lists_valid_keys():
     with pytest.raises(ConfigError) as error:
         from_dict({"maml": {"fast_lrr": 0.1}})
     assert str(error.value) == ("unknown config key maml.fast_lrr; valid keys in maml: meta_batch_size, "
-                                "fast_batch_size, fast_batch_steps, num_inner_steps, fast_lr, gamma, gae_lambda")
+                                "fast_batch_size, step_budget, num_inner_steps, fast_lr, gamma, gae_lambda")
 
 # ------------------------------------------------------------------------------------------- algorithm
 

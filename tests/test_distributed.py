@@ -32,8 +32,8 @@ LEARNERS = {
     "maml-fo": ["--set", "algorithm.name=maml-fo", "--set", "algorithm.options={num_steps: 2, lr: 0.01}"],
     "reptile": ["--set", "algorithm.name=reptile", "--set", "algorithm.options={}"],
     "promp": ["--set", "algorithm.name=promp", "--set", "algorithm.options={num_steps: 2}"],
-    # a step budget: every rank samples the rounds the slowest task needs (maml.fast_batch_steps)
-    "maml-trpo-budget": ["--set", "maml.fast_batch_steps=60"],
+    # a step budget: every rank samples the rounds the slowest task needs (maml.step_budget; E × horizon = 40)
+    "maml-trpo-budget": ["--set", "maml.step_budget=true"],
 }
 RTOL, FLOOR = 1e-5, 1e-6
 

@@ -28,7 +28,8 @@ GIB = 2**30
 DIMS = {
     "navigation-2d": (2, 2, False), "tabular-mdp": (10, 5, True), "halfcheetah-vel": (17, 6, False),
     "halfcheetah-dir": (17, 6, False), "ant-vel": (27, 8, False), "ant-dir": (27, 8, False),
-    "ant-goal": (27, 8, False),
+    "ant-goal": (27, 8, False), "ant-dir2d": (27, 8, False), "hopper-params": (11, 3, False),
+    "walker2d-params": (17, 6, False), "humanoid-dir": (348, 17, False),
 }
 
 
@@ -44,10 +45,13 @@ def _training(config: Config, horizon: int = 100) -> MemoryEstimate:
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("**/*.yaml")), ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_every_preset_fits_in_a_few_gib(path):
-    """The largest presets (Ant/HalfCheetah paper: 800 sub-environments x 200 steps) estimate about 4.1 GiB."""
-    estimate = _training(load_config(path), horizon=200)
-    assert 64 * 2**20 < estimate.total < 5 * GIB
-    check_memory(estimate, 5 * GIB, "cpu")
+    """The largest presets (Ant/HalfCheetah paper: 800 sub-environments x 200 steps) estimate about 4.1 GiB;
+    Humanoid's 348-value observations make its paper preset about 10 GiB, still within the 24 GiB machines."""
+    config = load_config(path)
+    bound = 12 * GIB if config.env.family == "humanoid-dir" else 5 * GIB
+    estimate = _training(config, horizon=200)
+    assert 64 * 2**20 < estimate.total < bound
+    check_memory(estimate, bound, "cpu")
 
 
 def test_parameter_component_counts_the_mlp_exactly():

@@ -2,7 +2,7 @@
 # 2D navigation as the code behind the MAML paper ran it (cbfinn/maml_rl): MAML-TRPO with the reference's sample
 # budgets (reference.yaml: 2000 env steps per task and batch in training), the pretrained and oracle rows built with
 # the reference's recipes, seed 1; then one evaluation on the 40 held-out tasks of seed 0 with the reference's
-# evaluation batch (4000 env steps per task and step: reference.yaml's evaluation.budget_steps) and a random
+# evaluation batch (4000 env steps per task and step: reference.yaml's evaluation section) and a random
 # initialization.
 #
 # usage: experiments/navigation-2d/reference.sh [OUTPUT_DIR]   (default runs/nav-reference)
