@@ -28,11 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locomotion_throughput import Rate, cpu_model, rollout_limit
 
 import envs
-from envs.locomotion.models import load_model
 from maml_rl.policies import GaussianMLPPolicy, task_params
 from maml_rl.sampling import sample_episodes
-
-ROBOT = {"halfcheetah": "half_cheetah", "ant": "ant"}
 
 
 def _sample_steps(env, policy, params, num_tasks, generator, seed) -> int:
@@ -63,8 +60,7 @@ def main() -> None:
                                    generator=torch.Generator().manual_seed(0)).to(args.device)
         params = task_params({k: v.detach() for k, v in policy.named_parameters()}, args.tasks)
         generator = torch.Generator(device=args.device).manual_seed(0)
-        robot = ROBOT[name.split("-")[0]]
-        limit_prepare = rollout_limit(load_model(robot), n, args.horizon, threads, rng, steps_per_call=args.horizon)
+        limit_prepare = rollout_limit(family, n, args.horizon, threads, rng, steps_per_call=args.horizon)
         limit, sampler = Rate(), Rate()
         _sample_steps(env, policy, params, args.tasks, generator, args.repeats)  # warm-up (warp: kernels, graph)
         for repeat in range(args.repeats):

@@ -21,22 +21,7 @@ DistParams = tuple[Tensor, ...]
 Rows = tuple[int, int]
 
 
-
-class MaskedReLU(nn.Module):
-    """ReLU computed as ``x · 1[x > 0]`` with the mask a constant: the values and first derivatives of
-    ``nn.ReLU``, without its useless second-order branch.
-
-    ``nn.ReLU``'s backward, differentiated again (every Hessian- or Fisher-vector product through an inner step
-    does), returns a zero tensor the size of the activations as the derivative with respect to the input; autograd
-    materializes it, adds it into the accumulated gradient and pushes it back through the layer below. With the
-    mask held constant that branch does not exist (benchmarks/README.md, "ReLU's second-order branch").
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * (x > 0).to(x.dtype)
-
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": MaskedReLU, "tanh": nn.Tanh}
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def _mlp(input_size: int, hidden_sizes: Sequence[int], output_size: int, activation: str) -> nn.Sequential:

@@ -311,27 +311,3 @@ def test_finite_difference_step_rejects_an_overflowing_conjugate_gradient(gaussi
     assert metrics["trpo/step_accepted"] == 0.0 and metrics["trpo/cg_residual"] == -1.0
     assert all(math.isfinite(value) for value in metrics.values())
 
-
-def test_masked_relu_has_relus_values_and_derivatives():
-    from torch import nn
-
-    from maml_rl.policies import MaskedReLU
-
-    g = torch.Generator().manual_seed(3)
-    x = torch.cat([torch.randn(50, generator=g, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)])
-    torch.testing.assert_close(MaskedReLU()(x), nn.ReLU()(x), rtol=0, atol=0)
-    w = torch.randn(53, 53, generator=g, dtype=torch.float64)
-
-    def loss(module, y):  # a scalar whose Hessian goes through the activation
-        return (w @ module(w @ y)).pow(2).sum()
-
-    for module in (MaskedReLU(), nn.ReLU()):
-        y = x.clone().requires_grad_()
-        grad = torch.autograd.grad(loss(module, y), y, create_graph=True)[0]
-        hvp = torch.autograd.grad(grad @ x, y)[0]
-        if isinstance(module, MaskedReLU):
-            expected_grad, expected_hvp = grad.detach(), hvp
-        else:
-            torch.testing.assert_close(grad.detach(), expected_grad, rtol=1e-12, atol=1e-12)
-            torch.testing.assert_close(hvp, expected_hvp, rtol=1e-12, atol=1e-12)
-    assert float(expected_hvp.abs().sum()) > 0
