@@ -20,7 +20,6 @@ DistParams = tuple[Tensor, ...]
 #: ``(offset, total)``: a shard's first row in a batch of ``total`` rows split across processes
 Rows = tuple[int, int]
 
-
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
