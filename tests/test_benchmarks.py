@@ -167,3 +167,14 @@ def test_blas_reproducibility_prints_every_setting():
     assert lines[0].startswith("MKL_CBWR") and [line.split()[0] for line in lines[1:]] == ["(empty)", "AUTO",
                                                                                             "AUTO,STRICT"], out
     assert all(float(value) > 0 for line in lines[1:] for value in line.split()[1:])
+
+
+def test_step_budget_rounds_prints_both_batches():
+    out = run_script(
+        "step_budget_rounds.py", "ant-vel/paper", "--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2",
+        "--set", "env.horizon=30", "--set", "policy.hidden_sizes=[8]",
+    )
+    plain, budget = (line for line in out.splitlines() if line.startswith("ant-vel/paper"))
+    assert "2 slots/task, 2.0 episodes/task" in plain
+    steps = int(budget.split(" env steps")[0].rsplit(", ", 1)[1])
+    assert "budget 60 steps" in budget and steps >= 2 * 60  # every task reached its budget
