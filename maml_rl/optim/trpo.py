@@ -47,6 +47,22 @@ def hessian_vector_product(
     return product
 
 
+def _gauss_newton_graphs(outputs: Sequence[Tensor], inputs: Sequence[Tensor],
+                         loss_of_outputs: Callable[[Sequence[Tensor]], Tensor]
+                         ) -> tuple[list[Tensor], tuple[Tensor, ...], list[Tensor], tuple[Tensor, ...]]:
+    """What every Gauss-Newton product reuses: detached copies ``y`` of ``outputs``, the graph of ``∇_y loss(y)``
+    (for ``H u``), zero ``dummies`` ``u`` and the graph of ``Jᵀu`` with ``J = ∂ outputs / ∂ inputs`` (for ``J v``
+    by the double-vjp identity)."""
+    points = [y.detach().requires_grad_() for y in outputs]
+    with torch.enable_grad():
+        output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
+        dummies = [torch.zeros_like(y, requires_grad=True) for y in outputs]
+        transposed = torch.autograd.grad(
+            list(outputs), list(inputs), grad_outputs=dummies, create_graph=True, materialize_grads=True
+        )
+    return points, output_grads, dummies, transposed
+
+
 def gauss_newton_vector_product(
     outputs: Sequence[Tensor],
     inputs: Sequence[Tensor],
@@ -71,13 +87,7 @@ def gauss_newton_vector_product(
     inputs = list(inputs)
     if per_task and damping:
         raise ValueError("per_task products are summed by the caller, who adds the damping once")
-    points = [y.detach().requires_grad_() for y in outputs]
-    with torch.enable_grad():
-        output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
-        dummies = [torch.zeros_like(y, requires_grad=True) for y in outputs]
-        transposed = torch.autograd.grad(
-            list(outputs), inputs, grad_outputs=dummies, create_graph=True, materialize_grads=True
-        )
+    points, output_grads, dummies, transposed = _gauss_newton_graphs(outputs, inputs, loss_of_outputs)
     shapes = [x.shape[1:] if per_task else x.shape for x in inputs]
     sizes = [shape.numel() for shape in shapes]
 
@@ -120,13 +130,7 @@ def adapted_gauss_newton_vector_product(
     """
     path = [list(params) for params in path]
     leaves, adapted = path[0], path[-1]
-    points = [y.detach().requires_grad_() for y in outputs]
-    with torch.enable_grad():
-        output_grads = torch.autograd.grad(loss_of_outputs(points), points, create_graph=True)
-        dummies = [torch.zeros_like(y, requires_grad=True) for y in outputs]
-        transposed = torch.autograd.grad(
-            list(outputs), adapted, grad_outputs=dummies, create_graph=True, materialize_grads=True
-        )
+    points, output_grads, dummies, transposed = _gauss_newton_graphs(outputs, adapted, loss_of_outputs)
     shapes = [x.shape[1:] for x in leaves]
     sizes = [shape.numel() for shape in shapes]
 
