@@ -232,7 +232,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.budget_steps is not None and args.budget_steps < 0:
         raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
     # the flags' own checks, before anything is loaded
-    evaluation.Protocol(args.tasks, args.steps, args.episodes or 1, args.seed)
+    evaluation.Protocol(args.tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed)
     nproc = args.nproc if args.nproc is not None else world_size
     check_shardable(args.tasks, nproc, key="--tasks")
     if args.output:
