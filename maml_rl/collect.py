@@ -160,15 +160,14 @@ def sample(env: MetaVectorEnv, policy: Policy, params: Params, num_tasks: int, g
     """
     rounds: list[Episodes] = []
     kept: list[torch.Tensor] = []
-    steps = None
+    steps = torch.zeros(num_tasks, device=generators.actions.device)  # [M] kept steps so far
     while True:
         episodes = sample_episodes(env, policy, params, num_tasks, generators.actions,
                                    seed=generators.next_reset_seed(), action_scale=action_scale)
         if budget is None:
             return episodes
-        task_steps = episodes.mask.reshape(episodes.horizon, num_tasks, -1).sum((0, 2))  # [M]
-        collecting = torch.ones_like(task_steps, dtype=torch.bool) if steps is None else steps < budget
-        steps = torch.where(collecting, task_steps, 0.0) + (0.0 if steps is None else steps)
+        collecting = steps < budget  # [M]: the tasks that keep this round
+        steps = steps + torch.where(collecting, episodes.mask.reshape(episodes.horizon, num_tasks, -1).sum((0, 2)), 0.0)
         rounds.append(episodes)
         kept.append(collecting)
         if not any_rank(bool((steps < budget).any())):

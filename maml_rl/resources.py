@@ -398,8 +398,8 @@ def estimate_training_memory(
     return _estimate(
         config, obs_dim, action_dim, discrete, horizon,
         tasks=_Factor("maml.meta_batch_size", maml.meta_batch_size, tasks, 40),
-        episodes=_episodes_factor("maml.fast_batch_size", maml.fast_batch_size, "maml.fast_batch_size",
-                                  maml.fast_batch_size * horizon if maml.step_budget else None, horizon),
+        # maml.step_budget (E × horizon steps) needs at least one round of E episodes: the same minimum
+        episodes=_Factor("maml.fast_batch_size", maml.fast_batch_size, maml.fast_batch_size, 20),
         batches=_Factor("maml.num_inner_steps", maml.num_inner_steps, inner + 1, 2),
         graph_batches=inner + 1,
         graph_copies=C_GRAPH,
