@@ -52,6 +52,16 @@ def test_sampler_throughput_prints_ratio():
     assert "halfcheetah-vel" in out and "b/a" in out
 
 
+def test_sampler_overhead_prints_the_three_figures():
+    out = run_script(
+        "sampler_overhead.py", "--family", "ant-vel", "--tasks", "2", "--episodes", "2", "--horizon", "5",
+        "--repeats", "1",
+    )
+    line = next(line for line in out.splitlines() if line.startswith("ant-vel"))
+    figures = [float(part.split()[0]) for part in line.split("physics")[1:]]
+    assert "no active row" in line and len(figures) == 2 and all(f > 0 for f in figures), out
+
+
 def test_locomotion_throughput_native_and_argument_errors():
     out = run_script("locomotion_throughput.py", "--family", "ant-vel", "--num-envs", "4", "--steps", "5",
                      "--repeats", "1")

@@ -167,6 +167,8 @@ class BatchedSim(Simulator):
             if stepped.any():
                 self._batch.forward(stepped)
         qpos, qvel = self.qpos.numpy(), self.qvel.numpy()
+        if not (failed.any() or self._warning_counts.any()) and np.isfinite(qpos).all() and np.isfinite(qvel).all():
+            return torch.from_numpy(failed)  # the usual case, checked on whole arrays (per-row reductions are slow)
         unstable = self._warning_counts.any(axis=1)
         unstable |= failed
         unstable |= ~np.isfinite(qpos).all(axis=1)

@@ -8,8 +8,9 @@ them (docs/architecture.md §7).
 
 The family hooks are written once, in torch, on the simulator's zero-copy state views: float64 CPU tensors
 that share memory with ``mujoco.batch``'s rows (native backend) or float32 tensors on a warp device (warp
-backend). The native backend's outputs are numpy arrays (``Tensor.numpy()``, no copy); row sums go through
-numpy on the CPU (``sum_rows``) so that rewards keep numpy's summation order.
+backend). The native backend's outputs are numpy arrays (``Tensor.numpy()``, no copy). A step runs a few dozen
+small torch operations around the physics call; each costs microseconds of dispatch, so the step keeps their
+number small (one ``addcmul`` writes the controls, one ``stack`` and one ``where`` mask all the outputs).
 
 Conventions (gymnasium MuJoCo v5, docs/architecture.md §3): the robot's frame skip (``dt = frame_skip ×
 timestep``); actions are clipped to ``[-1, 1]`` and mapped linearly onto the actuators' ``ctrlrange``; the
@@ -39,16 +40,15 @@ from envs.locomotion.models import ROBOT_FRAME_SKIP, load_model
 from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
 from envs.locomotion.warp_sim import WarpSim
 
+#: info names of the tracked velocity's components
+_VELOCITY_NAMES = ("x_velocity", "y_velocity")
 #: the noise distributions of gymnasium v5's ``reset_model`` for qvel
 RESET_QVEL_NOISE = ("normal", "uniform")
 
 
 def sum_rows(x: Tensor) -> Tensor:
-    """Sums over the last axis of an ``[N, k]`` tensor. For float64 on the CPU (the native backend's state) the
-    sum is numpy's, in its pairwise order, so the native rewards stay bit-identical to numpy code (torch sums in
-    another order: last-bit differences); otherwise ``torch.sum`` (no host round trip)."""
-    if x.device.type == "cpu" and x.dtype == torch.float64:
-        return torch.from_numpy(np.ascontiguousarray(x.numpy()).sum(axis=1))
+    """``[N]``: the sum over the last axis of an ``[N, k]`` tensor (torch's order; the native rewards may differ
+    from numpy's pairwise sums in the last bit)."""
     return x.sum(dim=1)
 
 
@@ -255,9 +255,9 @@ class LocomotionFamily(TaskFamily):
     def _robot_reward_terms(self, sim: Simulator) -> dict[str, Tensor]:
         """Task-independent reward terms ``[N]`` (the simulator's dtype) by info name (``reward_ctrl``, ...)."""
 
-    def _healthy(self, sim: Simulator) -> Tensor:
-        """``[N]`` bool, False where the episode terminates (default: never)."""
-        return torch.ones_like(sim.qpos[:, 0], dtype=torch.bool)
+    def _healthy(self, sim: Simulator) -> Tensor | None:
+        """``[N]`` bool, False where the episode terminates; None: the robot never terminates (the default)."""
+        return None
 
     def _position(self, sim: Simulator) -> Tensor:
         """``[N, k]`` the tracked position whose velocity the task rewards (default: the root's x, ``qpos[0]``)."""
@@ -311,10 +311,12 @@ class LocomotionFamily(TaskFamily):
         rows (flattened, in ``task_shapes`` order) if ``oracle``."""
         n = sim.qpos.shape[0]
         obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=sim.qpos.device)
-        state_dim = self.obs_dim - (self.task_dim if self.oracle else 0)
+        if not self.oracle:
+            self._write_state_obs(sim, obs)
+            return obs
+        state_dim = self.obs_dim - self.task_dim
         self._write_state_obs(sim, obs[:, :state_dim])
-        if self.oracle:
-            obs[:, state_dim:] = torch.cat([tasks[key].reshape(n, -1) for key in self.task_shapes], dim=1)
+        obs[:, state_dim:] = torch.cat([tasks[key].reshape(n, -1) for key in self.task_shapes], dim=1)
         return obs
 
     def position(self, sim: Simulator) -> Tensor:
@@ -325,8 +327,8 @@ class LocomotionFamily(TaskFamily):
         """All reward terms ``[N]`` by info name (the simulator's dtype); the reward is their sum."""
         return {"reward_task": self._task_reward(tasks, velocity, sim), **self._robot_reward_terms(sim)}
 
-    def healthy(self, sim: Simulator) -> Tensor:
-        """``[N]`` bool, False where the state ends the episode."""
+    def healthy(self, sim: Simulator) -> Tensor | None:
+        """``[N]`` bool, False where the state ends the episode; None where the robot never terminates."""
         return self._healthy(sim)
 
     def model_field_values(self, tasks: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -490,21 +492,25 @@ class LocomotionVectorEnv(MetaVectorEnv):
         family, sim = self.family, self.sim
         action = self.validate_actions(actions)
         active = ~self._terminated
-        sim.ctrl.copy_(self._ctrl_center + action * self._ctrl_half_range)
+        torch.addcmul(self._ctrl_center, action, self._ctrl_half_range, out=sim.ctrl)  # center + action·half
         before = family.position(sim).clone()
         unstable = sim.step(active)
         velocity = (family.position(sim) - before) / self.dt
         terms = family.reward_terms(self._tasks, velocity, sim)
         scored = active & ~unstable
-        self._terminated = self._terminated | (active & (unstable | ~family.healthy(sim)))
+        healthy = family.healthy(sim)
+        self._terminated |= active & (unstable if healthy is None else unstable | ~healthy)
         self._elapsed += 1
 
-        # reward, velocities and terms masked and cast in one go: [k, N] float32, one row each
-        names = ["x_velocity", "y_velocity"][: velocity.shape[1]] + list(terms)
-        total: Tensor = sum(terms.values())  # type: ignore[assignment]  # the terms are [N] tensors
-        rows = torch.stack([total, *velocity.T[:2], *terms.values()])
+        # reward, terms and velocities masked and cast in one go: [k, N] float32, one row each
+        values = list(terms.values())
+        total = values[0]
+        for term in values[1:]:
+            total = total + term
+        rows = torch.cat([torch.stack([total, *values]), velocity.T if velocity.shape[1] <= 2 else velocity.T[:2]])
         scored_rows = self._output(torch.where(scored, rows, 0.0).to(torch.float32))
         reward = scored_rows[0]
+        names = [*terms, *_VELOCITY_NAMES[: velocity.shape[1]]]
         info: dict[str, Any] = dict(zip(names, scored_rows[1:], strict=True))
         info[UNSTABLE] = self._output(unstable)
         obs = family.observe(sim, self._tasks)
