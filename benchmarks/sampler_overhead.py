@@ -20,12 +20,17 @@ against the simulator of the tree before the locomotion refactor (numpy arrays i
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sampler_throughput import add_meta_batch_arguments
 
 import envs
 from maml_rl.policies import GaussianMLPPolicy, task_params
@@ -72,11 +77,7 @@ def measure(name: str, tasks: int, episodes: int, horizon: int, repeats: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", nargs="+", default=["halfcheetah-vel", "ant-vel"])
-    parser.add_argument("--tasks", type=int, default=40)
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--horizon", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=4)
+    add_meta_batch_arguments(parser, repeats=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__} (1 thread); N = {args.tasks} tasks x {args.episodes} episodes = "

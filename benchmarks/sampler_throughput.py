@@ -36,13 +36,18 @@ def _sample_steps(env, policy, params, num_tasks, generator, seed) -> int:
     return sample_episodes(env, policy, params, num_tasks, generator, seed=seed).num_steps
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_meta_batch_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """``--family``, ``--tasks``, ``--episodes``, ``--horizon`` (one paper-preset meta-batch) and ``--repeats``."""
     parser.add_argument("--family", nargs="+", default=["halfcheetah-vel", "ant-vel"])
     parser.add_argument("--tasks", type=int, default=40)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--horizon", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_meta_batch_arguments(parser, repeats=3)
     parser.add_argument("--backend", choices=["native", "warp"], default="native")
     parser.add_argument("--device", default="cpu", help="learner device (and warp device with --backend warp)")
     args = parser.parse_args()
