@@ -260,7 +260,8 @@ class LocomotionFamily(TaskFamily):
         return None
 
     def _position(self, sim: Simulator) -> Tensor:
-        """``[N, k]`` the tracked position whose velocity the task rewards (default: the root's x, ``qpos[0]``)."""
+        """``[N, k]``, k = 1 or 2: the tracked position whose velocity the task rewards (default: the root's x,
+        ``qpos[0]``)."""
         return sim.qpos[:, :1]
 
     # ------------------------------------------------------------------------------------------- task hooks
@@ -507,7 +508,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         total = values[0]
         for term in values[1:]:
             total = total + term
-        rows = torch.cat([torch.stack([total, *values]), velocity.T if velocity.shape[1] <= 2 else velocity.T[:2]])
+        rows = torch.cat([torch.stack([total, *values]), velocity.T])  # the tracked position is 1-D or planar
         scored_rows = self._output(torch.where(scored, rows, 0.0).to(torch.float32))
         reward = scored_rows[0]
         names = [*terms, *_VELOCITY_NAMES[: velocity.shape[1]]]
