@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from maml_rl.baselines import fit_linear_baseline
+from maml_rl.config import BASELINE_SCOPES
 from maml_rl.episodes import Episodes, by_task, from_task
 
 
@@ -65,14 +66,20 @@ def normalize_per_task(advantages: Tensor, mask: Tensor, num_tasks: int, eps: fl
     return from_task((a - mean) / (var.sqrt() + eps) * m)
 
 
-def with_advantages(episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True) -> Episodes:
-    """Fit the per-task linear baseline to the discounted returns, then GAE (normalized per task).
+def with_advantages(episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True,
+                    scope: str = "task") -> Episodes:
+    """Fit the linear baseline to the discounted returns, then GAE, normalized.
 
-    The baseline's predictions are kept in ``values`` (the DiCE inner estimator needs the TD residuals).
+    ``scope`` (:data:`BASELINE_SCOPES`): ``task`` fits and normalizes each task on its own; ``batch`` treats the
+    whole batch as one group. The baseline's predictions are kept in ``values`` (the DiCE inner estimator needs the
+    TD residuals).
     """
+    if scope not in BASELINE_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(BASELINE_SCOPES)}, got {scope!r}")
+    groups = episodes.num_tasks if scope == "task" else 1
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
-    values = fit_linear_baseline(episodes.observations, returns, episodes.mask, episodes.num_tasks)
+    values = fit_linear_baseline(episodes.observations, returns, episodes.mask, groups)
     advantages = gae(episodes.rewards, values, episodes.mask, gamma, gae_lambda)
     if normalize:
-        advantages = normalize_per_task(advantages, episodes.mask, episodes.num_tasks)
+        advantages = normalize_per_task(advantages, episodes.mask, groups)
     return episodes.replace(advantages=advantages, values=values)

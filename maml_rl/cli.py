@@ -91,10 +91,11 @@ def _train(args: argparse.Namespace) -> int:
         config = from_dict(apply_overrides(load_yaml(config_path), overrides))
         run_dir = Path(args.output) if args.output else _default_output(config_path, config.train.seed)
         check_writable(run_dir, "--output")
-    from maml_rl.distributed import World, check_shardable
+    from maml_rl.distributed import World, check_baseline_scope, check_shardable
 
     nproc = args.nproc if args.nproc is not None else world_size
     check_shardable(config.maml.meta_batch_size, nproc)
+    check_baseline_scope(config.maml.baseline_scope, nproc)
     if nproc > 1:
         from maml_rl.metalearners.base import learner_class
 

@@ -111,6 +111,7 @@ def collect(
     timer: PhaseTimer | None = None,
     budget: int | None = None,
     any_rank: Callable[[bool], bool] = _local_any,
+    baseline_scope: str = "task",
 ) -> MetaBatch:
     """Sample, compute advantages and adapt for ``K = len(step_sizes)`` steps, then sample validation episodes.
 
@@ -126,6 +127,8 @@ def collect(
         timer: receives the ``sampling`` and ``adaptation`` phases.
         budget: environment steps per task for every batch (:func:`sample`); None: ``E`` episodes per task.
         any_rank: ORs a flag over the processes of a data-parallel run (:func:`sample`).
+        baseline_scope: ``task`` or ``batch`` (``maml.baseline_scope``; :func:`with_advantages`). Training passes
+            the config's; evaluation keeps ``task``, every held-out task adapted on its own.
 
     Raises:
         NonFiniteError: the environment returned a non-finite observation or reward.
@@ -139,7 +142,7 @@ def collect(
             episodes = sample(env, policy, params, num_tasks, generators, config.env.action_scale, budget, any_rank)
         check_episodes(episodes)
         with timer.phase("adaptation"):
-            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda)
+            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda, scope=baseline_scope)
             if k < len(step_sizes):
                 params = adapt(policy, params, [episodes], step_sizes[k], create_graph=False, loss=loss)
         batches.append(episodes)

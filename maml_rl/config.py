@@ -37,6 +37,10 @@ from typing import Any
 import yaml
 
 ACTIVATIONS = ("relu", "tanh")
+BASELINE_SCOPES = ("task", "batch")
+"""``maml.baseline_scope``: ``task``, one baseline fit and one advantage normalization per task (the MAML
+reference's sampler); ``batch``, one of each over the whole batch, every task together (rllab's sampler for
+single-environment TRPO, which the reference's oracle and pretrained runs used with a new task per episode)."""
 
 
 class ConfigError(ValueError):
@@ -93,6 +97,11 @@ class MamlConfig:
     """Discount factor."""
     gae_lambda: float = 1.0
     """GAE lambda (1.0: Monte-Carlo returns minus the baseline)."""
+    baseline_scope: str = "task"
+    """Training batches only: ``task`` fits the linear baseline and normalizes the advantages per task (the MAML
+    reference's sampler); ``batch`` does both once over the whole meta-batch, as rllab's sampler did for the
+    reference's single-environment TRPO runs (its oracle and pretrained baselines, a new task per episode:
+    ``fast_batch_size: 1``). One process only. Evaluation always adapts each task on its own (``task``)."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +364,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"maml.gamma: must be in [0, 1], got {maml.gamma}")
     if not 0.0 <= maml.gae_lambda <= 1.0:
         raise ConfigError(f"maml.gae_lambda: must be in [0, 1], got {maml.gae_lambda}")
+    check_choice("maml.baseline_scope", maml.baseline_scope, BASELINE_SCOPES)
     _check_positive("train.num_iterations", train.num_iterations)
     _check_positive("train.checkpoint_every", train.checkpoint_every)
     if train.num_threads is not None:

@@ -41,6 +41,18 @@ class ShardError(ConfigError):
     """The meta-batch cannot be split into equal contiguous shards over the ranks; the message says why."""
 
 
+def check_baseline_scope(scope: str, world_size: int) -> None:
+    """Refuse ``maml.baseline_scope: batch`` over several processes.
+
+    Raises:
+        ShardError: ``scope == "batch"`` and ``world_size > 1``: one baseline fit over the whole meta-batch needs
+            every task in one process, and data-parallel training splits the tasks.
+    """
+    if scope == "batch" and world_size > 1:
+        raise ShardError(f"maml.baseline_scope=batch fits one baseline over the whole meta-batch, which {world_size} "
+                         "processes would split; train it in one process (drop --nproc)")
+
+
 @dataclass(frozen=True)
 class Shard:
     """This rank's tasks ``start … stop − 1`` of a meta-batch of ``total`` tasks."""

@@ -39,7 +39,7 @@ from maml_rl.checkpoint import (
 )
 from maml_rl.collect import MetaBatch, PhaseTimer, collect
 from maml_rl.config import Config, resolved, save_config
-from maml_rl.distributed import DistributedError, World
+from maml_rl.distributed import DistributedError, World, check_baseline_scope
 from maml_rl.episodes import Episodes
 from maml_rl.errors import NonFiniteError, TrainingError
 from maml_rl.logging import METRICS_FILE, MetricsLogger
@@ -154,6 +154,7 @@ class Trainer:
         maml = config.maml
         self.num_tasks, self.per_task = maml.meta_batch_size, maml.fast_batch_size
         self.shard = self.world.shard(self.num_tasks)  # all tasks in one process
+        check_baseline_scope(maml.baseline_scope, self.world.size)
         horizon = horizon_of(config, self.family)
         #: env steps per task and batch with ``maml.step_budget`` (E × horizon, the reference's batch_size), else None
         self.step_budget = self.per_task * horizon if maml.step_budget else None
@@ -292,6 +293,7 @@ class Trainer:
                     self.env, self.policy, learner.shared_params(), self.config, shard.size,
                     [self.config.maml.fast_lr] * learner.num_inner_steps, self.generators, learner.inner_loss, timer,
                     budget=self.step_budget, any_rank=world.any_failed,
+                    baseline_scope=self.config.maml.baseline_scope,
                 )
             except NonFiniteError as caught:
                 error = caught

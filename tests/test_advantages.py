@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from maml_rl.advantages import discounted_returns, gae, normalize_per_task
+from maml_rl.advantages import discounted_returns, gae, normalize_per_task, with_advantages
 from maml_rl.baselines import baseline_features, fit_linear_baseline
+from tests.conftest import random_episodes
 
 
 def test_discounted_returns_hand_computed_with_mask():
@@ -114,3 +115,27 @@ def test_linear_baseline_rejects_non_finite_inputs():
     obs[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         fit_linear_baseline(obs, torch.zeros(2, 2), torch.ones(2, 2), 1)
+
+
+def test_batch_scope_fits_one_baseline_and_normalizes_over_every_task_together():
+    # Independent computation: numpy least squares on every unmasked step of the batch, then GAE (lambda = 1:
+    # returns minus values) and one mean/std over the batch. The per-task scope must differ on the same data.
+    raw = random_episodes(num_tasks=3, per_task=2, steps=6, obs_dim=2, seed=5).replace(advantages=None, values=None)
+    gamma = 0.9
+    batch = with_advantages(raw, gamma, 1.0, scope="batch")
+    feats = baseline_features(raw.observations).numpy().reshape(-1, 2 * 2 + 4)
+    rows = raw.mask.numpy().reshape(-1) > 0
+    returns = discounted_returns(raw.rewards, raw.mask, gamma).numpy().reshape(-1)
+    x, y = feats[rows], returns[rows]
+    w = np.linalg.solve(x.T @ x + 1e-5 * np.eye(x.shape[1]), x.T @ y)
+    values = np.zeros_like(returns)
+    values[rows] = x @ w
+    np.testing.assert_allclose(batch.values.numpy().reshape(-1), values, rtol=1e-6, atol=1e-8)
+    adv = (returns - values)[rows]
+    expected = np.zeros_like(returns)
+    expected[rows] = (adv - adv.mean()) / (adv.std() + 1e-8)
+    np.testing.assert_allclose(batch.advantages.numpy().reshape(-1), expected, rtol=1e-6, atol=1e-8)
+    per_task = with_advantages(raw, gamma, 1.0, scope="task")
+    assert not torch.allclose(per_task.values, batch.values)
+    with pytest.raises(ValueError, match="scope must be one of task, batch"):
+        with_advantages(raw, gamma, 1.0, scope="episode")

@@ -246,11 +246,18 @@ def test_malformed_yaml_is_one_line(tmp_path, text):
     assert "\n" not in str(error.value)
 
 
+def test_unknown_baseline_scope_is_refused_naming_the_choices():
+    with pytest.raises(ConfigError, match=r"^maml\.baseline_scope: unknown 'episode'; valid: task, batch$"):
+        from_dict({"maml": {"baseline_scope": "episode"}})
+    assert from_dict({"maml": {"baseline_scope": "batch"}}).maml.baseline_scope == "batch"
+
+
 def test_unknown_key_message_is_one_line_and_lists_valid_keys():
     with pytest.raises(ConfigError) as error:
         from_dict({"maml": {"fast_lrr": 0.1}})
     assert str(error.value) == ("unknown config key maml.fast_lrr; valid keys in maml: meta_batch_size, "
-                                "fast_batch_size, step_budget, num_inner_steps, fast_lr, gamma, gae_lambda")
+                                "fast_batch_size, step_budget, num_inner_steps, fast_lr, gamma, gae_lambda, "
+                                "baseline_scope")
 
 # ------------------------------------------------------------------------------------------- algorithm
 

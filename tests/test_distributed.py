@@ -128,6 +128,8 @@ def test_a_checkpoint_moves_between_numbers_of_processes(first, then, tmp_path):
     (["--nproc", "0"], "--nproc: expected a number of processes >= 1, got 0"),
     (["--nproc", "5"], "5 processes for maml.meta_batch_size=4 tasks"),
     (["--nproc", "3"], "maml.meta_batch_size=4 is not divisible by 3 processes"),
+    (["--nproc", "2", "--set", "maml.baseline_scope=batch"],
+     "maml.baseline_scope=batch fits one baseline over the whole meta-batch, which 2 processes would split"),
 ])
 def test_bad_process_counts_are_one_line_errors(extra, message, tmp_path, capsys):
     code = main(["train", "navigation-2d/paper", "--output", str(tmp_path / "run"), *TINY, *extra])
@@ -275,3 +277,22 @@ def test_two_nodes_on_one_machine_train_like_one_process(tmp_path):
     assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outputs]
     assert "(2 processes)" in outputs[0][1]
     assert_same_run(one, two)
+
+
+def test_batch_baseline_scope_reaches_the_learner_and_is_refused_under_a_launcher(tmp_path):
+    # One process: the scope changes the advantages the TRPO step sees, so the same seed ends elsewhere.
+    task = train(tmp_path / "task", 1, config="navigation-2d/pretrained")
+    batch = train(tmp_path / "batch", 1, "--set", "maml.baseline_scope=batch", config="navigation-2d/pretrained")
+    (_, state_task), (_, state_batch) = load_checkpoint(task), load_checkpoint(batch)
+    assert any(not torch.equal(value, state_batch["policy"][name]) for name, value in state_task["policy"].items())
+    # Several processes started by the user's own launcher reach the trainer, which refuses before any work.
+    import dataclasses
+
+    from maml_rl.config import load_config
+    from maml_rl.trainer import Trainer
+
+    config = load_config(task / "config.yaml")
+    config = dataclasses.replace(config, maml=dataclasses.replace(config.maml, baseline_scope="batch"))
+    with pytest.raises(ShardError, match="which 2 processes would split"):
+        Trainer(config, tmp_path / "ranked", world=World(size=2, local_size=2))
+    assert not (tmp_path / "ranked").exists()
