@@ -332,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="adaptation curves on held-out tasks (k = 0 … K), optionally beside other policies",
-        description="Sample E episodes on each of N held-out tasks, adapt one step (alpha, then alpha/2), repeat "
-                    "for k = 0 … K; writes adaptation.json/.csv/.png and TensorBoard events.",
+        description="Sample E episodes on each of N held-out tasks, adapt one step (alpha, then alpha/2 or the "
+                    "run's evaluation.later_step_scale x alpha), repeat for k = 0 … K; writes "
+                    "adaptation.json/.csv/.png and TensorBoard events.",
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
     evaluate.add_argument("--checkpoint", type=int, metavar="N", help="iteration of RUN_DIR's checkpoint "

@@ -144,6 +144,10 @@ class EvaluationConfig:
     as the reference code's evaluation did (cbfinn/maml_rl ``maml_examples/test_maml_*.py``, ``batch_size`` env
     steps: 4000 = 40 × 100 for 2D navigation, 20 × 200 for HalfCheetah and Ant velocity, 8000 = 40 × 200 for Ant
     direction). False: ``episodes`` episodes."""
+    later_step_scale: float = 0.5
+    """Step size of the adaptation steps after the first, as a fraction of ``maml.fast_lr``: ``(α, sα, sα, …)``.
+    0.5 is the paper's protocol (the reference's ``test_maml_*.py``: GradientDescentOptimizer at 0.5 × the initial
+    step size); its Ant-direction script used 0.01 (docs/reproduction.md)."""
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,7 @@ def validate(config: Config) -> Config:
     if train.num_threads is not None:
         _check_positive("train.num_threads", train.num_threads)
     _check_positive("evaluation.episodes", config.evaluation.episodes)
+    _check_positive("evaluation.later_step_scale", config.evaluation.later_step_scale)
     if train.seed < 0:
         raise ConfigError(f"train.seed: must be >= 0, got {train.seed}")
     if not (train.device == "cpu" or train.device == "cuda" or train.device.startswith("cuda:")):

@@ -4,7 +4,8 @@
     for k < K: sample E episodes per task with θ_k, advantages, θ_{k+1} = adapt(θ_k, α_k); sample with θ_K)
     -> each batch's per-task mean return -> curve (CSV/JSON, PNG, TensorBoard)
 
-``α_0 = maml.fast_lr`` of the evaluated run and ``α_k = α_0 / 2`` after, as in the paper's protocol; the inner
+``α_0 = maml.fast_lr`` of the evaluated run and ``α_k = s α_0`` after, with ``s = evaluation.later_step_scale`` (1/2,
+the paper's protocol, unless the run's config says otherwise); the inner
 estimator is the one the run's meta-learner trained with. The tasks,
 environment resets and action noise come from a seed stream that training never draws from (see
 :func:`evaluation_streams`), and every row of a comparison (MAML, pretrained, random, oracle) gets the same
@@ -151,9 +152,16 @@ def evaluation_streams(seed: int, device: torch.device) -> Generators:
     return Generators.from_seed(seed, device, spawn_key=(EVAL_STREAM,))
 
 
-def step_sizes(fast_lr: float, num_steps: int) -> tuple[float, ...]:
-    """``(α, α/2, α/2, …)``: ``num_steps`` inner step sizes of the paper's evaluation protocol."""
-    return tuple(fast_lr if k == 0 else fast_lr / 2 for k in range(num_steps))
+def step_sizes(fast_lr: float, num_steps: int, later_scale: float = 0.5) -> tuple[float, ...]:
+    """``(α, sα, sα, …)`` with ``s = later_scale``: ``num_steps`` inner step sizes of the evaluation protocol
+    (``s = 0.5``, the paper's, unless the run's ``evaluation.later_step_scale`` says otherwise)."""
+    return tuple(fast_lr if k == 0 else fast_lr * later_scale for k in range(num_steps))
+
+
+def step_sizes_of(config: Config, num_steps: int) -> tuple[float, ...]:
+    """The evaluation's step sizes for a run of ``config``: ``maml.fast_lr``, then ``evaluation.later_step_scale``
+    times it."""
+    return step_sizes(config.maml.fast_lr, num_steps, config.evaluation.later_step_scale)
 
 
 def adaptation_returns(
@@ -189,7 +197,7 @@ def adaptation_returns(
     env.set_tasks(envs.repeat_tasks({key: value[shard.start:shard.stop] for key, value in tasks.items()}, per_task))
     shared = {name: p.detach() for name, p in policy.named_parameters()}
     try:
-        batch = collect(env, policy, shared, config, shard.size, step_sizes(config.maml.fast_lr, num_steps),
+        batch = collect(env, policy, shared, config, shard.size, step_sizes_of(config, num_steps),
                         streams, inner_loss_of(config), budget=protocol.budget_steps, any_rank=world.any_failed)
     except NonFiniteError as error:
         raise EvaluationError(f"{error} during the evaluation") from error
@@ -216,7 +224,7 @@ def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu
         returns = adaptation_returns(policy, row.config, protocol, num_steps, device, world)
     except NonFiniteError as error:
         raise EvaluationError(f"{row.label}: {error}") from error
-    return AdaptationCurve(row.label, returns, step_sizes(row.config.maml.fast_lr, num_steps), row.source)
+    return AdaptationCurve(row.label, returns, step_sizes_of(row.config, num_steps), row.source)
 
 
 # ------------------------------------------------------------------------------------------- rows
@@ -340,7 +348,8 @@ def results(curves: Sequence[AdaptationCurve], protocol: Protocol) -> dict[str, 
         "protocol": {
             **dataclasses.asdict(protocol),
             "seed_stream": f"numpy.random.SeedSequence({protocol.seed}, spawn_key=({EVAL_STREAM:#x},))",
-            "step_sizes": "maml.fast_lr of each run for the first step, half of it after",
+            "step_sizes": "maml.fast_lr of each run for the first step, evaluation.later_step_scale (0.5 by default) "
+                          "times it after",
         },
         "policies": [curve.to_dict() for curve in curves],
     }

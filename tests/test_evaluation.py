@@ -2,6 +2,7 @@
 ``maml-rl evaluate``."""
 
 import csv
+import dataclasses
 import json
 import time
 
@@ -18,7 +19,7 @@ from maml_rl.adaptation import inner_loss
 from maml_rl.build import Generators
 from maml_rl.checkpoint import checkpoint_path, list_checkpoints
 from maml_rl.cli import main
-from maml_rl.config import load_config
+from maml_rl.config import ConfigError, load_config
 from maml_rl.evaluation import Protocol, evaluate_row, load_run, random_row
 from maml_rl.logging import read_metrics, tag_of
 from maml_rl.trainer import Trainer
@@ -87,6 +88,25 @@ def test_protocol_steps_alpha_then_half_and_reuses_adapt(maml_run, monkeypatch):
     assert [c[0] for c in calls] == [0.5, 0.25, 0.25]
     assert all(c[1:] == (1, (50, 12), 4) for c in calls)  # one batch of [T, 4 tasks x 3 episodes], 4 tasks
     assert curve.source == {"run_dir": str(maml_run), "checkpoint": 5, "algorithm": "maml-trpo", "oracle": False}
+
+
+def test_later_step_scale_sets_the_steps_after_the_first(maml_run, monkeypatch):
+    row = load_run(maml_run, checkpoint=5)
+    scaled = dataclasses.replace(row.config, evaluation=dataclasses.replace(row.config.evaluation,
+                                                                             later_step_scale=0.01))
+    calls = []
+    real_adapt = collect_module.adapt
+
+    def recording_adapt(policy, params, batches, step_sizes, create_graph=True, loss=inner_loss):
+        calls.append(step_sizes)
+        return real_adapt(policy, params, batches, step_sizes, create_graph, loss)
+
+    monkeypatch.setattr(collect_module, "adapt", recording_adapt)
+    curve = evaluate_row(dataclasses.replace(row, config=scaled), Protocol(num_tasks=2, num_steps=3,
+                                                                           episodes_per_task=2, seed=0))
+    assert calls == [0.5, 0.005, 0.005] and curve.step_sizes == (0.5, 0.005, 0.005)
+    with pytest.raises(ConfigError, match=r"^evaluation\.later_step_scale: must be > 0, got 0.0$"):
+        load_config(maml_run / "config.yaml", ["evaluation.later_step_scale=0"])
 
 
 def test_same_seed_same_curve_and_k0_is_the_unadapted_policy(maml_run):
