@@ -46,7 +46,9 @@ def test_train_command_writes_a_run(tmp_path):
         (["--set", "algorithm=reptilian"], "algorithm.name: unknown 'reptilian'; valid: maml-trpo, pretrained"),
         (["--device", "tpu"], "train.device: expected cpu, cuda or cuda:N"),
         (["does/not/exist.yaml"], "config not found"),
-        (["halfcheetah-vel/fancy"], "valid configs under experiments: halfcheetah-vel/modern, halfcheetah-vel/paper"),
+        (["halfcheetah-vel/fancy"], "valid configs under experiments: halfcheetah-vel/modern, "
+                                   "halfcheetah-vel/oracle-reference, halfcheetah-vel/paper, "
+                                   "halfcheetah-vel/pretrained-reference"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_clear_line(tmp_path, capsys, args, message):

@@ -56,7 +56,7 @@ def test_section_must_be_a_mapping():
 # ----------------------------------------------------------------------------------------- refused values
 
 SECTION_FLOAT_KEYS = ["env.action_scale", "policy.init_std", "policy.min_std", "maml.fast_lr", "maml.gamma",
-                      "maml.gae_lambda"]
+                      "maml.gae_lambda", "evaluation.later_step_scale"]
 
 
 def _learner_float_options():
