@@ -57,8 +57,8 @@ def make_single_env(
         family: a class of ``FAMILIES``.
         task: ``{task_key: value}`` for a fixed task.
         max_episode_steps: horizon of the underlying vector env (None: the family's default horizon).
-        **options: family options (``oracle``, ``num_threads``, ``backend``, ``use_contact_forces`` for Ant and
-            Humanoid).
+        **options: family options (``oracle``, ``num_threads``, ``backend``, ``frame_skip``, ``use_contact_forces``
+            for Ant and Humanoid).
     """
     return SingleTaskEnv(family(**options), task=task, max_episode_steps=max_episode_steps)
 

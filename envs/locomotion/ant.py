@@ -46,6 +46,7 @@ class AntFamily(LocomotionFamily):
         num_threads: native threads that step the simulations (None: the cores available to the process).
         use_contact_forces: contact cost and contact forces in the observation (default False).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
+        frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "ant"

@@ -178,6 +178,10 @@ class LocomotionFamily(TaskFamily):
             robots with ``supports_contact_forces``).
         backend: ``"native"`` (MuJoCo on the CPU, numpy outputs) or ``"warp"`` (``mujoco_warp`` on the device
             given to ``make_vector_env``, torch outputs there; needs the ``gpu`` extra).
+        frame_skip: physics steps per environment step; ``dt = timestep × frame_skip`` (None: the robot's
+            gymnasium v5 value, ``ROBOT_FRAME_SKIP``). The MAML reference's rllab models stepped once per environment
+            step (rllab's ``MujocoEnv`` default): ``frame_skip: 1`` gives its 0.01 s HalfCheetah step
+            (docs/reproduction.md).
     """
 
     default_horizon: int = 200
@@ -207,6 +211,7 @@ class LocomotionFamily(TaskFamily):
         num_threads: int | None = None,
         use_contact_forces: bool = False,
         backend: str = "native",
+        frame_skip: int | None = None,
     ) -> None:
         check_backend(backend)
         for name, flag in (("oracle", oracle), ("use_contact_forces", use_contact_forces)):
@@ -223,7 +228,8 @@ class LocomotionFamily(TaskFamily):
         #: the shared, read-only MuJoCo model
         self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces)
         #: physics steps per environment step, and the environment step in seconds
-        self.frame_skip = ROBOT_FRAME_SKIP[self.robot]
+        self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
+                           else check_positive_int(frame_skip, "frame_skip"))
         self.dt = float(self.model.opt.timestep) * self.frame_skip
         self.task_dim = sum(int(np.prod(shape)) for shape in self.task_shapes.values())
         self.obs_dim = self._state_obs_dim() + (self.task_dim if self.oracle else 0)

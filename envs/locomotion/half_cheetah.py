@@ -29,13 +29,15 @@ class HalfCheetahFamily(LocomotionFamily):
         oracle: append the task parameter to the observation.
         num_threads: native threads that step the simulations (None: the cores available to the process).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
+        frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "half_cheetah"
     ctrl_cost_weight: ClassVar[float] = 0.05
 
-    def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native") -> None:
-        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend)
+    def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native",
+                 frame_skip: int | None = None) -> None:
+        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend, frame_skip=frame_skip)
 
     def _state_obs_dim(self) -> int:
         return self.model.nq - 1 + self.model.nv

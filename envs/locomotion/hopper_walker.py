@@ -55,6 +55,7 @@ class RandParamsFamily(LocomotionFamily):
         oracle: append the multipliers to the observation.
         num_threads: native threads that step the simulations (None: the cores available to the process).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
+        frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
     """
 
     ctrl_cost_weight: ClassVar[float] = 1e-3
@@ -66,8 +67,9 @@ class RandParamsFamily(LocomotionFamily):
     healthy_z_range: ClassVar[tuple[float, float]]
     healthy_angle_range: ClassVar[tuple[float, float]]
 
-    def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native") -> None:
-        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend)
+    def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native",
+                 frame_skip: int | None = None) -> None:
+        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend, frame_skip=frame_skip)
 
     @property
     def task_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -50,6 +50,7 @@ class HumanoidDir(LocomotionFamily):
         use_contact_forces: contact forces in the observation and the contact cost (default True, as
             Humanoid-v5).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
+        frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
     """
 
     name: ClassVar[str] = "humanoid-dir"
@@ -76,13 +77,15 @@ class HumanoidDir(LocomotionFamily):
         num_threads: int | None = None,
         use_contact_forces: bool = True,
         backend: str = "native",
+        frame_skip: int | None = None,
     ) -> None:
         if backend == "warp":
             raise ValueError(
                 "humanoid-dir runs on the native backend only: humanoid.xml uses the PGS solver, which mujoco_warp "
                 "does not implement"
             )
-        super().__init__(oracle=oracle, num_threads=num_threads, use_contact_forces=use_contact_forces, backend=backend)
+        super().__init__(oracle=oracle, num_threads=num_threads, use_contact_forces=use_contact_forces, backend=backend,
+                         frame_skip=frame_skip)
 
     def sample_tasks(self, n: int, rng: np.random.Generator) -> Tasks:
         """``{"direction": [n, 2] float32}`` uniform on the unit circle."""

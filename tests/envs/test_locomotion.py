@@ -133,6 +133,33 @@ def test_matches_plain_mujoco_stepping(plain_models, name, contact_forces):
             np.testing.assert_allclose(reward, np.sum(terms, axis=0), rtol=1e-5, atol=1e-5)
 
 
+def test_frame_skip_option_steps_the_physics_that_many_times(plain_models):
+    # frame_skip=1 is the MAML reference's HalfCheetah step (rllab's MujocoEnv default): dt = timestep = 0.01 s
+    env = make_env("halfcheetah-vel", 3, seed=1, frame_skip=1)
+    model = plain_models["half_cheetah"]
+    assert env.family.frame_skip == 1 and env.family.dt == pytest.approx(0.01) == model.opt.timestep
+    env.reset(seed=4)
+    qpos0, qvel0 = env.get_state()
+    actions = np.random.default_rng(5).uniform(-1, 1, (6, 3, model.nu)).astype(np.float32)
+    for i in range(3):
+        data = mujoco.MjData(model)
+        data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
+        mujoco.mj_forward(model, data)
+        env.set_state(qpos0, qvel0)
+        for t, action in enumerate(actions):
+            obs, reward, _, _, info = env.step(action)
+            x_before = data.qpos[0]
+            data.ctrl[:] = action[i]
+            mujoco.mj_step(model, data, nstep=1)
+            vx = (data.qpos[0] - x_before) / 0.01
+            expected = -abs(vx - env.task_rows["velocity"][i]) - 0.05 * float(np.square(action[i]).sum())
+            np.testing.assert_allclose(info["x_velocity"][i], vx, rtol=1e-5, err_msg=f"env {i} step {t}")
+            np.testing.assert_allclose(reward[i], expected, rtol=1e-5, atol=1e-5, err_msg=f"env {i} step {t}")
+        np.testing.assert_array_equal(env.get_state()[0][i], data.qpos)
+    with pytest.raises(ValueError, match="frame_skip"):
+        make_family("halfcheetah-vel", frame_skip=0)
+
+
 def test_matches_gymnasium_v5_resets_and_observations(tmp_path, monkeypatch):
     """Same seed and actions as gymnasium's HalfCheetah-v5 / Ant-v5: identical reset noise, states, v_x."""
     monkeypatch.chdir(tmp_path)  # gymnasium's HalfCheetah load writes MUJOCO_LOG.TXT in the cwd
