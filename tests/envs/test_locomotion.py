@@ -147,7 +147,7 @@ def test_frame_skip_option_steps_the_physics_that_many_times(plain_models):
         mujoco.mj_forward(model, data)
         env.set_state(qpos0, qvel0)
         for t, action in enumerate(actions):
-            obs, reward, _, _, info = env.step(action)
+            _, reward, _, _, info = env.step(action)
             x_before = data.qpos[0]
             data.ctrl[:] = action[i]
             mujoco.mj_step(model, data, nstep=1)
