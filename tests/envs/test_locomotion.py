@@ -432,7 +432,9 @@ def test_family_options():
     with pytest.raises(ValueError, match="bad options"):
         make_family("halfcheetah-vel", use_contact_forces=True)
     with pytest.raises(ValueError, match="bad options"):
-        make_family("ant-vel", frame_skip=3)
+        make_family("ant-vel", frameskip=3)
+    assert make_family("ant-vel", frame_skip=3).dt == pytest.approx(0.03)  # timestep 0.01 x 3
+    assert make_family("ant-vel").dt == pytest.approx(0.05)  # gymnasium v5's frame skip 5 by default
     with pytest.raises(ValueError, match="num_threads"):
         make_family("ant-dir", num_threads=0)
     with pytest.raises(ValueError, match="device"):
