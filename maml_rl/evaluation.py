@@ -285,12 +285,16 @@ def check_memory(rows: Sequence[Row], protocol: Protocol, device: torch.device) 
 
 
 def check_comparable(rows: Sequence[Row]) -> None:
-    """Rows must share the task family, the horizon and the action scale (their returns are compared on the same
-    tasks, and the paper and modern presets are never mixed: docs/architecture.md §5)."""
+    """Rows must share the task family, the horizon, the action scale and, for the MuJoCo families, the physics steps
+    per env step (their returns are compared on the same tasks, and the paper and modern presets are never mixed:
+    docs/architecture.md §5; a HalfCheetah stepping 0.01 s is another task than one stepping 0.05 s)."""
 
     def settings(config: Config) -> dict[str, Any]:
-        return {"env.family": config.env.family, "env.horizon": horizon_of(config, build_family(config)),
-                "env.action_scale": config.env.action_scale}
+        family = build_family(config)
+        return {"env.family": config.env.family, "env.horizon": horizon_of(config, family),
+                "env.action_scale": config.env.action_scale,
+                # None for the families without physics; the family itself must match anyway
+                "env.options.frame_skip": getattr(family, "frame_skip", None)}
 
     first = settings(rows[0].config)
     for row in rows[1:]:
@@ -298,7 +302,7 @@ def check_comparable(rows: Sequence[Row]) -> None:
             if value != first[key]:
                 raise EvaluationError(
                     f"--compare: {row.label} has {key}={value!r} but {rows[0].label} has {first[key]!r}; only runs "
-                    "of the same task family, horizon and action scale can be compared"
+                    "of the same task family, horizon, action scale and frame skip can be compared"
                 )
 
 

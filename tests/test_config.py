@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from maml_rl.build import build_family
 from maml_rl.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from maml_rl.metalearners import learner_names
 
@@ -33,6 +34,20 @@ def test_every_experiment_config_loads(path):
 def test_navigation_paper_preset_values():
     c = load_config(EXPERIMENTS / "navigation-2d/paper.yaml")
     assert (c.maml.meta_batch_size, c.maml.fast_batch_size, c.maml.fast_lr, c.env.horizon) == (20, 20, 0.5, 100)
+
+
+REFERENCE_TIME_STEPS = [  # seconds per env step of the rllab models behind the MAML paper (docs/reproduction.md)
+    *[(f"halfcheetah-vel/{name}", 0.01) for name in ("paper", "pretrained-reference", "oracle-reference")],
+    ("halfcheetah-dir/paper", 0.01), ("halfcheetah-dir/reference", 0.01),
+    ("ant-vel/paper", 0.02), ("ant-dir/paper", 0.02), ("ant-goal/paper", 0.02),
+]
+
+
+@pytest.mark.parametrize(("preset", "seconds"), REFERENCE_TIME_STEPS)
+def test_reference_presets_step_the_reference_time(preset, seconds):
+    """The MAML reference's HalfCheetah steps 0.01 s and its Ant 0.02 s per env step, not gymnasium v5's 0.05 s."""
+    family = build_family(load_config(EXPERIMENTS / f"{preset}.yaml"))
+    assert family.dt == pytest.approx(seconds)
 
 
 def test_overrides_parse_yaml_values_and_round_trip():

@@ -312,3 +312,15 @@ def test_paper_preset_evaluation_is_fast():
     curve = evaluate_row(random_row(config, protocol), protocol)
     assert time.perf_counter() - start < 20.0
     assert curve.returns.shape == (4, 40)
+
+
+def test_rows_stepping_different_simulated_times_are_not_compared():
+    """A HalfCheetah stepping 0.01 s per env step (the reference's) and one stepping 0.05 s (gymnasium v5's) are
+    different tasks: `--compare` refuses them, naming the frame skips; equal frame skips pass."""
+    reference = load_config("experiments/halfcheetah-vel/paper.yaml")
+    gymnasium_step = load_config("experiments/halfcheetah-vel/paper.yaml", ["env.options.frame_skip=5"])
+    policy = random_row(reference, Protocol(num_tasks=2, num_steps=0, episodes_per_task=1, seed=0)).policy
+    rows = [evaluation.Row("reference", reference, policy), evaluation.Row("v5", gymnasium_step, policy)]
+    with pytest.raises(evaluation.EvaluationError, match=r"v5 has env.options.frame_skip=5 but reference has 1"):
+        evaluation.check_comparable(rows)
+    evaluation.check_comparable([rows[0], dataclasses.replace(rows[0], label="again")])
