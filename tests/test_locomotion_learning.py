@@ -1,12 +1,12 @@
 """Short meta-training runs on the MuJoCo families really improve the post-adaptation return (issue 13).
 
 Each ``slow`` run (``pytest -m slow``) is the family's modern preset at a reduced size (10 tasks × 10 episodes,
-horizon 50; 40 iterations, about a minute on 2 cores). The CI-sized run (8 tasks × 8 episodes, horizon 40, 25
-iterations, with a control run on the same tasks; 45 s each) uses the modern preset's step sizes for HalfCheetah
-velocity and larger ones for HalfCheetah direction, which does not move at that size otherwise. The thresholds sit
-well inside what the seed-1 runs reached on the development machine (recorded beside each test); a run is
-deterministic per seed on one machine, but HalfCheetah's dynamics amplify rounding, so other CPUs follow other
-trajectories.
+horizon 50; 40 iterations, a minute or two per run on 2 cores for HalfCheetah, about three for Ant). The CI-sized
+run (8 tasks × 8 episodes, horizon 40, 25 iterations, with a control run on the same tasks; 45 s each) uses the
+modern preset's step sizes for HalfCheetah velocity and larger ones for HalfCheetah direction, which does not move
+at that size otherwise. The thresholds sit well inside what the seed-1 runs reached on the development machine
+(recorded beside each test); a run is deterministic per seed on one machine, but HalfCheetah's dynamics amplify
+rounding, so other CPUs follow other trajectories.
 """
 
 import numpy as np
@@ -72,3 +72,15 @@ def test_halfcheetah_direction_short_run_learns_to_adapt(tmp_path):
     pre, post = _returns("halfcheetah-dir/modern", tmp_path)
     assert (post - pre)[-5:].mean() > 5.0, post - pre
     assert post[-5:].mean() > post[:5].mean() + 5.0, post
+
+
+@pytest.mark.slow
+def test_ant_velocity_short_run_improves_post_adaptation_return(tmp_path):
+    """Ant learns (issue 13: "Ant must learn"). Seed 1 here, mean post-adaptation return of the first / last three
+    iterations: −18.2 → −12.4, against −18.3 → −21.8 for the control run on the same tasks (max KL 1e-9), whose
+    drift is as large as the effect over 40 iterations of 10 tasks; hence the control."""
+    _, post = _returns("ant-vel/modern", tmp_path / "trained")
+    _, control = _returns("ant-vel/modern", tmp_path / "control", [*SMALL, "algorithm.options.max_kl=1e-9"])
+    assert abs(post[0] - control[0]) < 1e-6, (post[0], control[0])  # same tasks, same start
+    assert post[-3:].mean() > control[-3:].mean() + 4.0, (post, control)
+    assert post[-3:].mean() > post[:3].mean() + 2.0, post
