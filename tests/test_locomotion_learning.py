@@ -2,11 +2,11 @@
 
 Each ``slow`` run (``pytest -m slow``) is the family's modern preset at a reduced size (10 tasks × 10 episodes,
 horizon 50; 40 iterations, a minute or two per run on 2 cores for HalfCheetah, about three for Ant). The CI-sized
-run (8 tasks × 8 episodes, horizon 40, 25 iterations, with a control run on the same tasks; 45 s each) uses the
-modern preset's step sizes for HalfCheetah velocity and larger ones for HalfCheetah direction, which does not move
-at that size otherwise. The thresholds sit well inside what the seed-1 runs reached on the development machine
-(recorded beside each test); a run is deterministic per seed on one machine, but HalfCheetah's dynamics amplify
-rounding, so other CPUs follow other trajectories.
+run (8 tasks × 8 episodes, horizon 40, 25 iterations, with a control run on the same tasks; about 10 s per run on a
+quiet machine) uses the modern preset's step sizes for HalfCheetah velocity and larger ones for HalfCheetah
+direction, which does not move at that size otherwise. The thresholds sit well inside what the seed-1 runs reached
+on the development machine (recorded beside each test); a run is deterministic per seed on one machine, but
+HalfCheetah's dynamics amplify rounding, so other CPUs follow other trajectories.
 """
 
 import numpy as np
@@ -29,14 +29,21 @@ def _returns(preset: str, tmp_path, size: list[str] = SMALL) -> tuple[np.ndarray
     return pre, post
 
 
+def _with_control(preset: str, tmp_path, size: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``pre, post`` of a run and of its control on the same tasks, whose outer steps are nil (max KL 1e-9); both
+    start from the same policy, so their first post-adaptation returns agree."""
+    pre, post = _returns(preset, tmp_path / "trained", size)
+    control_pre, control_post = _returns(preset, tmp_path / "control", [*size, "algorithm.options.max_kl=1e-9"])
+    assert abs(post[0] - control_post[0]) < 1e-6, (post[0], control_post[0])  # same tasks, same start
+    return pre, post, control_pre, control_post
+
+
 def test_halfcheetah_velocity_ci_sized_run_improves_post_adaptation_return(tmp_path):
     """Against a control run on the same tasks whose outer steps are nil (max KL 1e-9): seed 1 here, mean
     post-adaptation return of the last three iterations −31.4 against the control's −39.1 (first three: −36.5 and
     −36.6). The control matters: without it, the meta-batch means of 8 tasks drift by ±3.5 over 25 iterations
     (seed 2's control rose from −39.7 to −36.3)."""
-    _, post = _returns("halfcheetah-vel/modern", tmp_path / "trained", CI_SIZE)
-    _, control = _returns("halfcheetah-vel/modern", tmp_path / "control", [*CI_SIZE, "algorithm.options.max_kl=1e-9"])
-    assert abs(post[0] - control[0]) < 1e-6, (post[0], control[0])  # same tasks, same start
+    _, post, _, control = _with_control("halfcheetah-vel/modern", tmp_path, CI_SIZE)
     assert post[-3:].mean() > control[-3:].mean() + 4.0, (post, control)
     assert post[-3:].mean() > post[:3].mean() + 2.0, post
 
@@ -48,11 +55,7 @@ def test_halfcheetah_direction_ci_sized_run_learns_to_adapt(tmp_path):
     12.8, against 0.56 to 0.93 for the control run on the same tasks (max KL 1e-9); seed 2: 0.25 to 4.1 against
     0.23 to 0.36."""
     larger_steps = [*CI_SIZE, "maml.fast_lr=0.5", "algorithm.options.max_kl=0.05"]
-    pre, post = _returns("halfcheetah-dir/modern", tmp_path / "trained", larger_steps)
-    control_pre, control_post = _returns(
-        "halfcheetah-dir/modern", tmp_path / "control", [*larger_steps, "algorithm.options.max_kl=1e-9"]
-    )
-    assert abs(post[0] - control_post[0]) < 1e-6, (post[0], control_post[0])  # same tasks, same start
+    pre, post, control_pre, control_post = _with_control("halfcheetah-dir/modern", tmp_path, larger_steps)
     gain, control_gain = post - pre, control_post - control_pre
     assert gain[-3:].mean() > control_gain[-3:].mean() + 3.0, (gain, control_gain)
     assert gain[-3:].mean() > gain[:3].mean() + 3.0, gain
@@ -79,8 +82,6 @@ def test_ant_velocity_short_run_improves_post_adaptation_return(tmp_path):
     """Ant learns (issue 13: "Ant must learn"). Seed 1 here, mean post-adaptation return of the first / last three
     iterations: −18.2 → −12.4, against −18.3 → −21.8 for the control run on the same tasks (max KL 1e-9), whose
     drift is as large as the effect over 40 iterations of 10 tasks; hence the control."""
-    _, post = _returns("ant-vel/modern", tmp_path / "trained")
-    _, control = _returns("ant-vel/modern", tmp_path / "control", [*SMALL, "algorithm.options.max_kl=1e-9"])
-    assert abs(post[0] - control[0]) < 1e-6, (post[0], control[0])  # same tasks, same start
+    _, post, _, control = _with_control("ant-vel/modern", tmp_path, SMALL)
     assert post[-3:].mean() > control[-3:].mean() + 4.0, (post, control)
     assert post[-3:].mean() > post[:3].mean() + 2.0, post
