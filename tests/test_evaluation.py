@@ -324,3 +324,14 @@ def test_rows_stepping_different_simulated_times_are_not_compared():
     with pytest.raises(evaluation.EvaluationError, match=r"v5 has env.options.frame_skip=5 but reference has 1"):
         evaluation.check_comparable(rows)
     evaluation.check_comparable([rows[0], dataclasses.replace(rows[0], label="again")])
+
+
+def test_rows_rewarding_different_velocities_are_not_compared():
+    """A HalfCheetah rewarded on its centre of mass's velocity (the reference's) is another task than one rewarded on
+    its root's: `--compare` refuses them, naming the option."""
+    root = load_config("experiments/halfcheetah-dir/reference.yaml")
+    com = load_config("experiments/halfcheetah-dir/reference.yaml", ["env.options.centre_of_mass=true"])
+    policy = random_row(root, Protocol(num_tasks=2, num_steps=0, episodes_per_task=1, seed=0)).policy
+    rows = [evaluation.Row("root", root, policy), evaluation.Row("com", com, policy)]
+    with pytest.raises(evaluation.EvaluationError, match=r"com has env.options.centre_of_mass=True but root has False"):
+        evaluation.check_comparable(rows)

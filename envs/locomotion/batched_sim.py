@@ -69,9 +69,10 @@ class BatchedSim(Simulator):
         frame_skip: physics steps per ``step``.
         fields: MjData fields to read back after every call (``Simulator.fields``); ``cfrc_ext`` is only
             computed during the step by a model that asks for it (see ``envs.locomotion.models``).
-        contact_after_step: compute ``cfrc_ext`` at the new state after each step (one ``mj_forward`` of the
-            stepped simulations) instead of at the state before the last physics step; the other fields keep the
-            values the step left (those of ``mj_step``).
+        fields_after_step: the ``fields`` to compute at the new state after each step (one ``mj_forward`` of the
+            stepped simulations, which does not change the trajectory) instead of reading them as the step left
+            them (``mj_step`` computes them at the state before its last physics step); the other fields keep the
+            values the step left.
     """
 
     device = torch.device("cpu")
@@ -86,7 +87,7 @@ class BatchedSim(Simulator):
         num_threads: int | None = None,
         frame_skip: int,
         fields: tuple[str, ...] = (),
-        contact_after_step: bool = False,
+        fields_after_step: tuple[str, ...] = (),
     ) -> None:
         if num_threads is None:
             num_threads = default_num_threads()
@@ -104,12 +105,15 @@ class BatchedSim(Simulator):
         #: ``[N, nu]`` actuator controls, applied by the next ``step`` (write into it)
         self.ctrl = torch.from_numpy(self._batch.bind("ctrl"))
         bound = {name: self._batch.bind(name) for name in fields}
-        #: with ``contact_after_step``: the fields other than ``cfrc_ext`` as the step left them (own copies)
+        unknown = sorted(set(fields_after_step) - set(fields))
+        if unknown:
+            raise ValueError(f"fields_after_step {unknown} must be among the fields {list(fields)}")
+        #: ``mj_forward`` the stepped simulations after each step
+        self._forward_after_step = bool(fields_after_step)
+        #: with ``fields_after_step``: the other fields as the step left them (own copies)
         self._kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if contact_after_step:
-            if "cfrc_ext" not in fields:
-                raise ValueError("contact_after_step needs the field 'cfrc_ext'")
-            self._kept = {name: (array, array.copy()) for name, array in bound.items() if name != "cfrc_ext"}
+        if fields_after_step:
+            self._kept = {name: (array, array.copy()) for name, array in bound.items() if name not in fields_after_step}
             bound.update({name: copy for name, (_, copy) in self._kept.items()})
         #: ``{name: [N, ...]}`` MjData outputs, copied out by the batch after every call (read-only views of those
         #: copies: torch warns that it cannot mark a tensor read-only; nothing writes to them)
@@ -161,7 +165,7 @@ class BatchedSim(Simulator):
             self._batch.step(rows, nstep=self.frame_skip)
         except mjbatch.SimulationError as error:  # those simulations kept their state from before the call
             failed[error.ids] = True
-        if self._kept:  # keep the step's fields, then contact forces at the new state
+        if self._forward_after_step:  # keep the step's fields, then the others at the new state
             self._keep_fields()
             stepped = rows & ~failed
             if stepped.any():

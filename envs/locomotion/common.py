@@ -36,7 +36,7 @@ from torch import Tensor
 from envs._actions import ActionValidator
 from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import BatchedSim, default_num_threads
-from envs.locomotion.models import ROBOT_FRAME_SKIP, load_model
+from envs.locomotion.models import ROBOT_FRAME_SKIP, centre_of_mass_adr, load_model
 from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
 from envs.locomotion.warp_sim import WarpSim
 
@@ -122,7 +122,7 @@ def make_simulator(
     device: Any = "cpu",
     num_threads: int | None = None,
     use_graph: bool = True,
-    contact_after_step: bool = False,
+    fields_after_step: tuple[str, ...] = (),
 ) -> Simulator:
     """The simulator of ``backend`` ("native": ``BatchedSim`` on the CPU; "warp": ``WarpSim`` on ``device``).
 
@@ -137,7 +137,7 @@ def make_simulator(
         device: "cpu" for native; "cpu", "cuda" or "cuda:N" for warp.
         num_threads: native threads (native only; None: the cores available to the process).
         use_graph: replay the physics as a captured warp graph (warp only).
-        contact_after_step: ``cfrc_ext`` at the new state after each step, the other fields as the step left
+        fields_after_step: the ``fields`` computed at the new state after each step, the others as the step left
             them (native only; see ``BatchedSim``).
     """
     check_backend(backend)
@@ -145,8 +145,9 @@ def make_simulator(
     if unknown:
         raise ValueError(f"unsupported simulator fields {unknown}; data: {DATA_FIELDS}, model: {MODEL_FIELDS}")
     if backend == "warp":
-        if contact_after_step:
-            raise ValueError("contact_after_step is implemented by the native backend only")
+        if fields_after_step:
+            names = ", ".join(fields_after_step)
+            raise ValueError(f"fields after the step ({names}) are read by the native backend only")
         return WarpSim(
             model, num_envs, device=device, frame_skip=frame_skip, fields=fields, model_fields=model_fields,
             use_graph=use_graph,
@@ -158,7 +159,7 @@ def make_simulator(
         )
     return BatchedSim(
         model, num_envs, num_threads=num_threads, frame_skip=frame_skip, fields=fields,
-        contact_after_step=contact_after_step,
+        fields_after_step=fields_after_step,
     )
 
 
@@ -182,6 +183,11 @@ class LocomotionFamily(TaskFamily):
             gymnasium v5 value, ``ROBOT_FRAME_SKIP``). The MAML reference's rllab models stepped once per environment
             step (rllab's ``MujocoEnv`` default): ``frame_skip: 1`` gives its 0.01 s HalfCheetah step
             (docs/reproduction.md).
+        centre_of_mass: track the torso subtree's centre of mass as the MAML reference's rllab environments did
+            (only robots with ``supports_centre_of_mass``; native backend): the rewarded velocity is its linear
+            velocity at the state after the step (rllab's ``get_body_comvel``) instead of the tracked position's
+            displacement over the step, and the observation appends its position ``[x, y, z]`` (rllab's
+            ``get_body_com``) after the state part (docs/reproduction.md).
     """
 
     default_horizon: int = 200
@@ -193,6 +199,7 @@ class LocomotionFamily(TaskFamily):
     task_key: ClassVar[str]
     task_shape: ClassVar[tuple[int, ...]] = ()
     supports_contact_forces: ClassVar[bool] = False
+    supports_centre_of_mass: ClassVar[bool] = False
     #: gymnasium v5's ``reset_noise_scale`` and the distribution of the qvel noise (``RESET_QVEL_NOISE``)
     reset_noise_scale: ClassVar[float] = 0.1
     reset_qvel_noise: ClassVar[str] = "normal"
@@ -200,8 +207,8 @@ class LocomotionFamily(TaskFamily):
     data_fields: ClassVar[tuple[str, ...]] = ()
     #: model fields the tasks set per sub-environment (``_model_field_values``)
     model_fields: ClassVar[tuple[str, ...]] = ()
-    #: read ``cfrc_ext`` at the state after the step (native ``BatchedSim(contact_after_step=True)``) rather than
-    #: from the last physics step's constraint solve
+    #: read ``cfrc_ext`` at the state after the step (native ``BatchedSim(fields_after_step=("cfrc_ext",))``) rather
+    #: than from the last physics step's constraint solve
     contact_forces_after_step: ClassVar[bool] = False
 
     def __init__(
@@ -212,27 +219,39 @@ class LocomotionFamily(TaskFamily):
         use_contact_forces: bool = False,
         backend: str = "native",
         frame_skip: int | None = None,
+        centre_of_mass: bool = False,
     ) -> None:
-        check_backend(backend)
-        for name, flag in (("oracle", oracle), ("use_contact_forces", use_contact_forces)):
+        flags = (("oracle", oracle), ("use_contact_forces", use_contact_forces), ("centre_of_mass", centre_of_mass))
+        for name, flag in flags:
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
+        if centre_of_mass and backend == "warp":
+            raise ValueError("centre_of_mass is implemented by the native backend only (it reads the centre of mass "
+                             "at the state after each step)")
+        check_backend(backend)
         if num_threads is not None:
             num_threads = check_positive_int(num_threads, "num_threads")
         if use_contact_forces and not self.supports_contact_forces:
             raise ValueError(f"{self.name} has no contact-force option")
+        if centre_of_mass and not self.supports_centre_of_mass:
+            raise ValueError(f"{self.name} has no centre_of_mass option")
         self.oracle = bool(oracle)
         self.num_threads = default_num_threads() if num_threads is None else num_threads
         self.use_contact_forces = bool(use_contact_forces)
         self.backend = backend
+        self.centre_of_mass = bool(centre_of_mass)
         #: the shared, read-only MuJoCo model
-        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces)
+        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass)
+        #: where the centre-of-mass position (3) and linear velocity (3) start in ``sensordata``
+        self._com_adr = centre_of_mass_adr(self.model) if self.centre_of_mass else -1
         #: physics steps per environment step, and the environment step in seconds
         self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
                            else check_positive_int(frame_skip, "frame_skip"))
         self.dt = float(self.model.opt.timestep) * self.frame_skip
         self.task_dim = sum(int(np.prod(shape)) for shape in self.task_shapes.values())
-        self.obs_dim = self._state_obs_dim() + (self.task_dim if self.oracle else 0)
+        #: observation columns before the oracle's: the robot's state, then the centre of mass (``centre_of_mass``)
+        self.state_dim = self._state_obs_dim() + (3 if self.centre_of_mass else 0)
+        self.obs_dim = self.state_dim + (self.task_dim if self.oracle else 0)
         self._observation_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.model.nu,), np.float32)
         self._constants: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
@@ -244,9 +263,16 @@ class LocomotionFamily(TaskFamily):
 
     @property
     def sim_fields(self) -> tuple[str, ...]:
-        """The MjData fields the simulator must expose: ``data_fields``, and ``cfrc_ext`` with contact forces."""
+        """The MjData fields the simulator must expose: ``data_fields``, ``cfrc_ext`` with contact forces and
+        ``sensordata`` with the centre of mass."""
         extra = ("cfrc_ext",) if self.use_contact_forces and "cfrc_ext" not in self.data_fields else ()
-        return self.data_fields + extra
+        return self.data_fields + extra + (("sensordata",) if self.centre_of_mass else ())
+
+    @property
+    def sim_fields_after_step(self) -> tuple[str, ...]:
+        """The ``sim_fields`` read at the state after each step (``make_simulator``'s ``fields_after_step``)."""
+        contact = ("cfrc_ext",) if self.contact_forces_after_step and self.use_contact_forces else ()
+        return contact + (("sensordata",) if self.centre_of_mass else ())
 
     # ------------------------------------------------------------------------------------------ robot hooks
     @abstractmethod
@@ -318,17 +344,26 @@ class LocomotionFamily(TaskFamily):
         rows (flattened, in ``task_shapes`` order) if ``oracle``."""
         n = sim.qpos.shape[0]
         obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=sim.qpos.device)
-        if not self.oracle:
-            self._write_state_obs(sim, obs)
-            return obs
-        state_dim = self.obs_dim - self.task_dim
-        self._write_state_obs(sim, obs[:, :state_dim])
-        obs[:, state_dim:] = torch.cat([tasks[key].reshape(n, -1) for key in self.task_shapes], dim=1)
+        robot_dim = self.state_dim - (3 if self.centre_of_mass else 0)
+        self._write_state_obs(sim, obs if robot_dim == self.obs_dim else obs[:, :robot_dim])
+        if self.centre_of_mass:
+            obs[:, robot_dim : self.state_dim] = sim.fields["sensordata"][:, self._com_adr : self._com_adr + 3]
+        if self.oracle:
+            obs[:, self.state_dim :] = torch.cat([tasks[key].reshape(n, -1) for key in self.task_shapes], dim=1)
         return obs
 
     def position(self, sim: Simulator) -> Tensor:
         """``[N, k]`` the tracked position (see ``_position``)."""
         return self._position(sim)
+
+    def velocity(self, sim: Simulator, before: Tensor, dt: float) -> Tensor:
+        """``[N, k]`` the rewarded velocity after a step that started at tracked position ``before`` ``[N, k]``:
+        ``(position − before) / dt``, or with ``centre_of_mass`` the first ``k`` components of the centre of mass's
+        linear velocity at the new state."""
+        if self.centre_of_mass:
+            start = self._com_adr + 3
+            return sim.fields["sensordata"][:, start : start + before.shape[1]]
+        return (self._position(sim) - before) / dt
 
     def reward_terms(self, tasks: dict[str, Tensor], velocity: Tensor, sim: Simulator) -> dict[str, Tensor]:
         """All reward terms ``[N]`` by info name (the simulator's dtype); the reward is their sum."""
@@ -393,7 +428,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         self.sim: Simulator = make_simulator(
             family.backend, model, self.num_envs, frame_skip=family.frame_skip, fields=family.sim_fields,
             model_fields=family.model_fields, device=device, num_threads=family.num_threads, use_graph=use_graph,
-            contact_after_step=family.contact_forces_after_step and family.use_contact_forces,
+            fields_after_step=family.sim_fields_after_step,
         )
         sim = self.sim
         self.device = "cpu" if sim.host_arrays else sim.device
@@ -502,7 +537,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         torch.addcmul(self._ctrl_center, action, self._ctrl_half_range, out=sim.ctrl)  # center + action·half
         before = family.position(sim).clone()
         unstable = sim.step(active)
-        velocity = (family.position(sim) - before) / self.dt
+        velocity = family.velocity(sim, before, self.dt)
         terms = family.reward_terms(self._tasks, velocity, sim)
         scored = active & ~unstable
         healthy = family.healthy(sim)

@@ -4,6 +4,11 @@ Robot: gymnasium's MuJoCo v5 ``half_cheetah.xml`` (timestep 0.01, frame skip 5, 
 with ``ctrlrange [-1, 1]``. Observation (17,): ``qpos[1:]`` (8) and ``qvel`` (9), as HalfCheetah-v5; with
 ``oracle=True`` the task parameter is appended (18,). Never terminates; horizon 200 (the paper's).
 
+``centre_of_mass=True`` is the MAML reference's HalfCheetahEnvRand (``rllab/envs/mujoco/half_cheetah_env_rand.py``
+in cbfinn/maml_rl): the observation appends the robot's centre of mass (the torso's subtree is the whole robot),
+20 values, and the velocity ``v_x`` in the rewards is the centre of mass's at the state after the step, not the
+root's displacement over the step (docs/reproduction.md).
+
 >>> family = HalfCheetahVel()
 >>> env = family.make_vector_env(800)
 >>> env.set_tasks(repeat_tasks(family.sample_tasks(40, np.random.default_rng(0)), 20))
@@ -30,14 +35,18 @@ class HalfCheetahFamily(LocomotionFamily):
         num_threads: native threads that step the simulations (None: the cores available to the process).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
         frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
+        centre_of_mass: observe and reward the centre of mass as the MAML reference did (module docstring); see
+            ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "half_cheetah"
     ctrl_cost_weight: ClassVar[float] = 0.05
+    supports_centre_of_mass: ClassVar[bool] = True
 
     def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native",
-                 frame_skip: int | None = None) -> None:
-        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend, frame_skip=frame_skip)
+                 frame_skip: int | None = None, centre_of_mass: bool = False) -> None:
+        super().__init__(oracle=oracle, num_threads=num_threads, backend=backend, frame_skip=frame_skip,
+                         centre_of_mass=centre_of_mass)
 
     def _state_obs_dim(self) -> int:
         return self.model.nq - 1 + self.model.nv

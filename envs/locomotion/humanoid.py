@@ -18,7 +18,7 @@ also drops the contact cost); reset noise ``U(−0.01, 0.01)`` on qpos and qvel;
 paper's locomotion horizon; configs set their own).
 Contact forces: Humanoid-v5 calls ``mj_rnePostConstraint`` after ``mj_step``, on the data of the last
 Runge-Kutta stage; ``mujoco.batch`` has no such call, so ``cfrc_ext`` is computed by one ``mj_forward`` at the new
-state after each step (``BatchedSim(contact_after_step=True)``; the other observed fields keep ``mj_step``'s
+state after each step (``BatchedSim(fields_after_step=("cfrc_ext",))``; the other observed fields keep ``mj_step``'s
 values, as Humanoid-v5's). Measured against Humanoid-v5's on 45 steps in contact of six random rollouts, the
 contact cost differs by 0.15 % (median; at most 17 % at an impact; 0.006 per step on average, against a mean cost
 of 0.45 and a healthy reward of 5); the in-step value that Ant uses (the constraint solve at the state before the

@@ -7,15 +7,21 @@ so the physics is gymnasium's. Two details of loading them:
   a warning through its log handler, and the default handler appends it to ``MUJOCO_LOG.TXT`` in the working
   directory on every load. Models are therefore cached (one load per process) and loaded under a temporary
   warning callback: that one known message is dropped, any other is re-raised as a Python ``RuntimeWarning``.
-  The attribute keeps its effect (total mass 14).
+  The attribute keeps its effect (total mass 14). Compiling an edited copy (``MjSpec``, below) raises the same
+  notice as a Python ``UserWarning``, which is dropped the same way.
 * With contact forces requested, the model gets one extra sensor (``framelinacc`` of its first body, the torso). Sensors
   never act on the dynamics; this one only makes MuJoCo run ``mj_rnePostConstraint`` inside each step, which
   fills ``cfrc_ext`` (external contact forces per body) for the batched simulator to read back.
+* With the centre of mass requested, the model gets two sensors of its first body's subtree: ``subtreecom``
+  (position, 3) then ``subtreelinvel`` (linear velocity, 3), the two quantities rllab's ``MujocoEnv`` read as
+  ``com_subtree`` and ``body_comvels`` (docs/reproduction.md). They are read from ``sensordata`` at the offset
+  ``centre_of_mass_adr(model)``.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +46,8 @@ ROBOT_XML = {
 ROBOT_FRAME_SKIP = {"half_cheetah": 5, "ant": 5, "hopper": 4, "walker2d": 4, "humanoid": 5}
 #: the name of the sensor added to trigger ``cfrc_ext`` computation
 CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
+#: the names of the sensors added for the torso subtree's centre of mass: position, then linear velocity
+COM_SENSORS = ("maml_rl_subtree_com", "maml_rl_subtree_linvel")
 
 _KNOWN_LOAD_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
 
@@ -60,12 +68,13 @@ def _quiet_mujoco_log() -> Iterator[list[str]]:
 
 
 @functools.cache
-def load_model(robot: str, contact_forces: bool = False) -> mujoco.MjModel:
+def load_model(robot: str, contact_forces: bool = False, centre_of_mass: bool = False) -> mujoco.MjModel:
     """The compiled model of ``robot`` (a key of ``ROBOT_XML``), cached per process.
 
     Args:
         robot: a key of ``ROBOT_XML``.
         contact_forces: add the sensor that makes every step compute ``cfrc_ext`` (see module docstring).
+        centre_of_mass: add the sensors of the torso subtree's centre of mass (see module docstring).
 
     Returns:
         A shared ``MjModel``: treat it as read-only (``mujoco.batch.Batch`` copies it).
@@ -74,12 +83,30 @@ def load_model(robot: str, contact_forces: bool = False) -> mujoco.MjModel:
         raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOT_XML)}")
     path = str(ASSET_DIR / ROBOT_XML[robot])
     with _quiet_mujoco_log():
-        if not contact_forces:
+        if not (contact_forces or centre_of_mass):
             return mujoco.MjModel.from_xml_path(path)
         spec = mujoco.MjSpec.from_file(path)
-        sensor = spec.add_sensor()
-        sensor.name = CONTACT_SENSOR
-        sensor.type = mujoco.mjtSensor.mjSENS_FRAMELINACC
-        sensor.objtype = mujoco.mjtObj.mjOBJ_BODY
-        sensor.objname = spec.bodies[1].name  # the torso (bodies[0] is the world)
-        return spec.compile()
+        torso = spec.bodies[1].name  # bodies[0] is the world
+        sensors = [(CONTACT_SENSOR, mujoco.mjtSensor.mjSENS_FRAMELINACC)] if contact_forces else []
+        if centre_of_mass:
+            kinds = (mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtSensor.mjSENS_SUBTREELINVEL)
+            sensors += zip(COM_SENSORS, kinds, strict=True)
+        for name, kind in sensors:
+            sensor = spec.add_sensor()
+            sensor.name, sensor.type = name, kind
+            sensor.objtype, sensor.objname = mujoco.mjtObj.mjOBJ_BODY, torso
+        with warnings.catch_warnings():
+            for known in _KNOWN_LOAD_WARNINGS:
+                warnings.filterwarnings("ignore", message=re.escape(known), category=UserWarning)
+            return spec.compile()
+
+
+def centre_of_mass_adr(model: mujoco.MjModel) -> int:
+    """Where the centre-of-mass sensors start in ``sensordata``: position at ``[adr, adr + 3)``, linear velocity at
+    ``[adr + 3, adr + 6)``; ``ValueError`` for a model loaded without ``centre_of_mass``."""
+    ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, name) for name in COM_SENSORS]
+    if min(ids) < 0:
+        raise ValueError("the model has no centre-of-mass sensors: load it with load_model(..., centre_of_mass=True)")
+    position, velocity = (int(model.sensor_adr[i]) for i in ids)
+    assert velocity == position + 3, "the velocity sensor follows the position sensor"
+    return position

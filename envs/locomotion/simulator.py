@@ -36,7 +36,7 @@ BACKENDS = ("native", "warp")
 #: how to install the warp backend's dependency
 WARP_INSTALL_HINT = "pip install 'mujoco-warp>=4.0' (or pip install 'maml-rl[gpu]')"
 #: MjData fields a family may read besides qpos/qvel/ctrl (``Simulator.fields``)
-DATA_FIELDS = ("cfrc_ext", "cinert", "cvel", "qfrc_actuator", "xipos")
+DATA_FIELDS = ("cfrc_ext", "cinert", "cvel", "qfrc_actuator", "sensordata", "xipos")
 #: model fields a task may set per simulation (``Simulator.set_model_fields``)
 MODEL_FIELDS = ("body_mass", "body_inertia", "dof_damping", "geom_friction")
 

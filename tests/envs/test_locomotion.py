@@ -504,3 +504,75 @@ def test_unified_env_reproduces_the_trajectories_of_the_old_one(name):
     np.testing.assert_allclose(obs[:, :4], np.float32(expected_obs), rtol=1e-6, atol=0)
     np.testing.assert_allclose(reward, np.float32(expected_reward), rtol=1e-6, atol=0)
     assert not terminated.any()
+
+
+def _rllab_centre_of_mass(model: mujoco.MjModel, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
+    """The torso subtree's centre of mass and its linear velocity as rllab computed them after ``mj_forward``
+    (cbfinn/maml_rl ``rllab/mujoco_py/mjcore.py`` ``_compute_subtree``: each body's velocity from
+    ``mj_objectVelocity``, momenta summed up the tree, divided by the subtree's mass), and the position as the
+    mass-weighted mean of the bodies' ``xipos`` (rllab read MuJoCo's ``com_subtree``)."""
+    velocities = np.zeros((model.nbody, 6))
+    for body in range(model.nbody):
+        mujoco.mj_objectVelocity(model, data, mujoco.mjtObj.mjOBJ_BODY, body, velocities[body], 0)
+    mass = model.body_mass.copy()
+    momenta = velocities[:, 3:] * mass[:, None]
+    position = data.xipos * mass[:, None]
+    for body in range(model.nbody - 1, 0, -1):
+        parent = model.body_parentid[body]
+        momenta[parent] += momenta[body]
+        position[parent] += position[body]
+        mass[parent] += mass[body]
+    return position[1] / mass[1], momenta[1] / mass[1]
+
+
+@pytest.mark.parametrize("name", ["halfcheetah-vel", "halfcheetah-dir"])
+def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name):
+    # the MAML reference's HalfCheetahEnvRand: obs [qpos[1:], qvel, com], reward on the com's x velocity after the
+    # step; the trajectory itself is the plain one (the extra mj_forward after each step changes nothing)
+    env = make_env(name, 3, seed=2, frame_skip=1, centre_of_mass=True)
+    plain = make_env(name, 3, seed=2, frame_skip=1)
+    model = plain_models["half_cheetah"]
+    assert env.family.obs_dim == 20 and env.observation_space.shape == (3, 20)
+    env.reset(seed=4)
+    qpos0, qvel0 = env.get_state()
+    plain.set_state(qpos0, qvel0)
+    actions = np.random.default_rng(6).uniform(-1.2, 1.2, (25, 3, model.nu)).astype(np.float32)
+    datas = []
+    for i in range(3):
+        data = mujoco.MjData(model)
+        data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
+        mujoco.mj_forward(model, data)
+        datas.append(data)
+    obs = env.set_state(qpos0, qvel0)
+    for i, data in enumerate(datas):
+        np.testing.assert_allclose(obs[i, 17:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
+    task = env.task_rows[env.family.task_key]
+    for t, action in enumerate(actions):
+        obs, reward, _, _, info = env.step(action)
+        plain_obs, plain_reward, *_ = plain.step(action)
+        np.testing.assert_array_equal(obs[:, :17], plain_obs)
+        for i, data in enumerate(datas):
+            a = np.clip(action[i], -1, 1).astype(np.float64)
+            data.ctrl[:] = a
+            mujoco.mj_step(model, data)
+            mujoco.mj_forward(model, data)
+            com, com_velocity = _rllab_centre_of_mass(model, data)
+            vx = com_velocity[0]
+            task_term = -abs(vx - task[i]) if name == "halfcheetah-vel" else task[i] * vx
+            message = f"env {i} step {t}"
+            np.testing.assert_allclose(obs[i, 17:], com, rtol=1e-6, atol=1e-7, err_msg=message)
+            np.testing.assert_allclose(info["x_velocity"][i], vx, rtol=1e-5, atol=1e-6, err_msg=message)
+            np.testing.assert_allclose(reward[i], task_term - 0.05 * float(np.square(a).sum()), rtol=1e-5, atol=1e-5,
+                                       err_msg=message)
+        assert not np.allclose(reward, plain_reward, atol=1e-3), "the two velocities should differ"
+    np.testing.assert_array_equal(env.get_state()[0], plain.get_state()[0])
+    np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
+
+
+def test_centre_of_mass_option_is_refused_where_it_is_not_built():
+    with pytest.raises(ValueError, match="ant-vel has no centre_of_mass option"):
+        make_family("ant-vel", centre_of_mass=True)
+    with pytest.raises(ValueError, match="centre_of_mass must be a bool"):
+        make_family("halfcheetah-vel", centre_of_mass="yes")
+    with pytest.raises(ValueError, match="native backend only"):
+        make_family("halfcheetah-vel", centre_of_mass=True, backend="warp")
