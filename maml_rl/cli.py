@@ -4,7 +4,7 @@
     maml-rl train --resume RUN_DIR [--allow-config-change] [--nproc R]
     torchrun --nnodes … --nproc-per-node … -m maml_rl.cli train CONFIG --output RUN_DIR   (multi-node)
     maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--budget-steps B] [--seed 0]
-                     [--compare RUN_DIR …] [--random] [--output DIR] [--nproc R]
+                     [--compare RUN_DIR …] [--random [--random-fast-lr ALPHA]] [--output DIR] [--nproc R]
     maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
 
 Every user error (bad config key or value, unknown family, missing GPU, unusable checkpoint, unknown metric) ends
@@ -15,6 +15,7 @@ overwriting anything.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -232,6 +233,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.budget_steps is not None and args.budget_steps < 0:
         raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
+    if args.random_fast_lr is not None:
+        if not args.random:
+            raise UsageError("--random-fast-lr sets the step size of the --random row: add --random")
+        if not (math.isfinite(args.random_fast_lr) and args.random_fast_lr > 0):
+            raise UsageError(f"--random-fast-lr must be a finite number > 0, got {args.random_fast_lr}")
     # the flags' own checks, before anything is loaded
     evaluation.Protocol(args.tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed)
     nproc = args.nproc if args.nproc is not None else world_size
@@ -243,7 +249,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                        args.budget_steps)
     rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
     if args.random:
-        rows.append(evaluation.random_row(primary.config, protocol))
+        rows.append(evaluation.random_row(primary.config, protocol, args.random_fast_lr))
     rows = evaluation.unique_labels(rows)
     evaluation.check_comparable(rows)
     if not args.output:
@@ -356,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(env.options.oracle: evaluated at k = 0 only), other seeds")
     evaluate.add_argument("--random", action="store_true",
                           help="add a randomly initialized policy of RUN_DIR's config (seeded by --seed)")
+    evaluate.add_argument("--random-fast-lr", type=float, metavar="ALPHA",
+                          help="the --random row's first adaptation step size (default: RUN_DIR's maml.fast_lr; the "
+                               "MAML reference's random rows used 1.0 for HalfCheetah direction and Ant)")
     evaluate.add_argument("--output", metavar="DIR", help="output directory (default: RUN_DIR/eval-iterN, or "
                                                           "RUN_DIR/compare-iterN with comparison rows; never "
                                                           "overwritten)")

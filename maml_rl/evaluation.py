@@ -259,12 +259,26 @@ def load_run(run_dir: str | Path, checkpoint: int | None = None) -> Row:
     return Row(f"{kind} ({run_dir.name}, iter {iteration})", config, policy, kind == "oracle", source)
 
 
-def random_row(config: Config, protocol: Protocol) -> Row:
-    """A freshly initialized policy of ``config``'s structure, seeded from the evaluation seed."""
+def random_row(config: Config, protocol: Protocol, fast_lr: float | None = None) -> Row:
+    """A freshly initialized policy of ``config``'s structure, seeded from the evaluation seed.
+
+    Args:
+        config: the run whose policy structure, task family and adaptation settings the row takes.
+        protocol: the evaluation protocol (its seed draws the initialization).
+        fast_lr: the row's first adaptation step size α (later steps scale it as ``config`` does); None: ``config``'s
+            ``maml.fast_lr``. The MAML reference evaluated its random rows at α = 1.0 for HalfCheetah direction and
+            Ant (docs/reproduction.md).
+    """
+    label = "random"
+    if fast_lr is not None:
+        if not (np.isfinite(fast_lr) and fast_lr > 0):
+            raise ValueError(f"the random row's fast_lr must be a finite number > 0, got {fast_lr}")
+        config = dataclasses.replace(config, maml=dataclasses.replace(config.maml, fast_lr=float(fast_lr)))
+        label = f"random (fast_lr {fast_lr:g})"
     family = build_family(config)
     policy = build_policy(config, family, evaluation_streams(protocol.seed, torch.device("cpu")).init_generator())
     source = {"run_dir": None, "checkpoint": None, "algorithm": "random", "oracle": False}
-    return Row("random", config, policy, False, source)
+    return Row(label, config, policy, False, source)
 
 
 def check_memory(rows: Sequence[Row], protocol: Protocol, device: torch.device) -> None:

@@ -203,6 +203,35 @@ def test_comparison_rows_share_one_table_and_plot(maml_run, comparison_runs, cap
     assert len(events.Tags()["scalars"]) == 2 * 4
 
 
+def test_random_row_takes_its_own_step_size(maml_run, capsys, tmp_path):
+    """--random-fast-lr sets the random row's α (the reference's random rows used α = 1.0 for HalfCheetah direction
+    and Ant) and leaves the run's rows at their own; later steps scale it as the run's config does (α/2)."""
+    output = tmp_path / "random-alpha"
+    code, _, err = cli(capsys, maml_run, "--random", "--random-fast-lr", 2.0, "--tasks", 2, "--steps", 2,
+                       "--episodes", 2, "--output", output)
+    assert code == 0, err
+    policies = json.loads((output / "adaptation.json").read_text())["policies"]
+    assert [p["label"] for p in policies] == ["maml-trpo (maml, iter 10)", "random (fast_lr 2)"]
+    assert [p["step_sizes"] for p in policies] == [[0.5, 0.25], [2.0, 1.0]]
+    protocol = Protocol(num_tasks=2, num_steps=2, episodes_per_task=2, seed=0)
+    config = load_run(maml_run).config
+    plain, scaled = random_row(config, protocol), random_row(config, protocol, 2.0)
+    for a, b in zip(plain.policy.parameters(), scaled.policy.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same initialization, only the step size differs
+    assert scaled.config.maml.fast_lr == 2.0 and config.maml.fast_lr == 0.5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--random-fast-lr", "1.0"], "--random-fast-lr sets the step size of the --random row: add --random"),
+    (["--random", "--random-fast-lr", "0"], "--random-fast-lr must be a finite number > 0, got 0.0"),
+    (["--random", "--random-fast-lr", "nan"], "--random-fast-lr must be a finite number > 0, got nan"),
+])
+def test_random_fast_lr_usage_errors(maml_run, capsys, tmp_path, args, message):
+    code, _, err = cli(capsys, maml_run, *args, "--tasks", 2, "--output", tmp_path / "never")
+    assert code == 2 and err == [f"maml-rl: error: {message}"]
+    assert not (tmp_path / "never").exists()
+
+
 def test_pretrained_and_oracle_configs_train_without_adaptation(comparison_runs):
     for run in comparison_runs:
         (row,) = read_metrics(run / "metrics.csv")
