@@ -67,18 +67,18 @@ def normalize_per_task(advantages: Tensor, mask: Tensor, num_tasks: int, eps: fl
 
 
 def with_advantages(episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True,
-                    scope: str = "task") -> Episodes:
+                    scope: str = "task", obs_clip: float | None = None) -> Episodes:
     """Fit the linear baseline to the discounted returns, then GAE, normalized.
 
     ``scope`` (:data:`BASELINE_SCOPES`): ``task`` fits and normalizes each task on its own; ``batch`` treats the
-    whole batch as one group. The baseline's predictions are kept in ``values`` (the DiCE inner estimator needs the
-    TD residuals).
+    whole batch as one group. ``obs_clip``: the baseline features' observation clip (``maml.baseline_obs_clip``).
+    The baseline's predictions are kept in ``values`` (the DiCE inner estimator needs the TD residuals).
     """
     if scope not in BASELINE_SCOPES:
         raise ValueError(f"scope must be one of {', '.join(BASELINE_SCOPES)}, got {scope!r}")
     groups = episodes.num_tasks if scope == "task" else 1
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
-    values = fit_linear_baseline(episodes.observations, returns, episodes.mask, groups)
+    values = fit_linear_baseline(episodes.observations, returns, episodes.mask, groups, obs_clip)
     advantages = gae(episodes.rewards, values, episodes.mask, gamma, gae_lambda)
     if normalize:
         advantages = normalize_per_task(advantages, episodes.mask, groups)

@@ -1,6 +1,7 @@
 """Linear feature baseline fit per task by ridge regression (Duan et al. 2016; docs/architecture.md §4).
 
-Features per step: ``[o, o², t, t², t³, 1]`` with ``t = step / 100``. One least-squares problem per task,
+Features per step: ``[o, o², t, t², t³, 1]`` with ``t = step / 100``, ``o`` optionally clipped to ``[-c, c]`` (rllab's
+``LinearFeatureBaseline``, the MAML reference's, clips at 10). One least-squares problem per task,
 solved for all tasks at once with ``torch.linalg.solve_ex``; the ridge starts at ``1e-5`` and is raised ×10
 for the tasks whose solve is singular or non-finite. Padded steps (mask 0) contribute nothing.
 """
@@ -17,15 +18,19 @@ RIDGE_GROWTH = 10.0
 MAX_RIDGE_ATTEMPTS = 12
 
 
-def baseline_features(observations: Tensor) -> Tensor:
-    """``[T, N, obs_dim]`` -> ``[T, N, 2 * obs_dim + 4]`` features ``[o, o², t, t², t³, 1]``."""
+def baseline_features(observations: Tensor, obs_clip: float | None = None) -> Tensor:
+    """``[T, N, obs_dim]`` -> ``[T, N, 2 * obs_dim + 4]`` features ``[o, o², t, t², t³, 1]``, with ``o`` clipped to
+    ``[-obs_clip, obs_clip]`` unless ``obs_clip`` is None."""
+    if obs_clip is not None:
+        observations = observations.clamp(-obs_clip, obs_clip)
     steps = observations.shape[0]
     t = torch.arange(steps, device=observations.device, dtype=observations.dtype) / 100.0
     t = t.view(steps, *([1] * (observations.dim() - 1))).expand(*observations.shape[:-1], 1)
     return torch.cat([observations, observations.pow(2), t, t.pow(2), t.pow(3), torch.ones_like(t)], dim=-1)
 
 
-def fit_linear_baseline(observations: Tensor, targets: Tensor, mask: Tensor, num_tasks: int) -> Tensor:
+def fit_linear_baseline(observations: Tensor, targets: Tensor, mask: Tensor, num_tasks: int,
+                        obs_clip: float | None = None) -> Tensor:
     """Fit one linear baseline per task and return its predictions.
 
     Args:
@@ -33,6 +38,7 @@ def fit_linear_baseline(observations: Tensor, targets: Tensor, mask: Tensor, num
         targets: ``[T, N]`` regression targets (discounted returns).
         mask: ``[T, N]``, 1 for real steps.
         num_tasks: ``M``; sub-environments ``m*E .. (m+1)*E-1`` belong to task ``m``.
+        obs_clip: clip the observations in the features to ``[-obs_clip, obs_clip]`` (None: no clipping).
 
     Returns:
         ``[T, N]`` baseline values, zero on padded steps; always finite for finite inputs.
@@ -44,7 +50,7 @@ def fit_linear_baseline(observations: Tensor, targets: Tensor, mask: Tensor, num
         )
     if not (torch.isfinite(observations).all() and torch.isfinite(targets).all()):
         raise ValueError("baseline inputs contain non-finite values")
-    features = baseline_features(observations).double() * mask.unsqueeze(-1).double()  # [T, N, F]
+    features = baseline_features(observations, obs_clip).double() * mask.unsqueeze(-1).double()  # [T, N, F]
     x = by_task(features, num_tasks).flatten(1, 2)  # [M, T*E, F]
     y = by_task((targets * mask).double(), num_tasks).flatten(1, 2)  # [M, T*E]
     gram = x.transpose(1, 2) @ x  # [M, F, F]

@@ -142,7 +142,8 @@ def collect(
             episodes = sample(env, policy, params, num_tasks, generators, config.env.action_scale, budget, any_rank)
         check_episodes(episodes)
         with timer.phase("adaptation"):
-            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda, scope=baseline_scope)
+            episodes = with_advantages(episodes, maml.gamma, maml.gae_lambda, scope=baseline_scope,
+                                       obs_clip=maml.baseline_obs_clip)
             if k < len(step_sizes):
                 params = adapt(policy, params, [episodes], step_sizes[k], create_graph=False, loss=loss)
         batches.append(episodes)

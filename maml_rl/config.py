@@ -102,6 +102,10 @@ class MamlConfig:
     reference's sampler); ``batch`` does both once over the whole meta-batch, as rllab's sampler did for the
     reference's single-environment TRPO runs (its oracle and pretrained baselines, a new task per episode:
     ``fast_batch_size: 1``). One process only. Evaluation always adapts each task on its own (``task``)."""
+    baseline_obs_clip: float | None = None
+    """Clip the observations to ``[-c, c]`` in the linear baseline's features (``maml_rl.baselines``), as rllab's
+    ``LinearFeatureBaseline`` did with ``c = 10`` (the MAML reference's baseline; docs/reproduction.md). None: no
+    clipping. Applies to training and evaluation alike."""
 
 
 @dataclass(frozen=True)
@@ -369,6 +373,8 @@ def validate(config: Config) -> Config:
     if not 0.0 <= maml.gae_lambda <= 1.0:
         raise ConfigError(f"maml.gae_lambda: must be in [0, 1], got {maml.gae_lambda}")
     check_choice("maml.baseline_scope", maml.baseline_scope, BASELINE_SCOPES)
+    if maml.baseline_obs_clip is not None:
+        _check_positive("maml.baseline_obs_clip", maml.baseline_obs_clip)
     _check_positive("train.num_iterations", train.num_iterations)
     _check_positive("train.checkpoint_every", train.checkpoint_every)
     if train.num_threads is not None:

@@ -139,3 +139,34 @@ def test_batch_scope_fits_one_baseline_and_normalizes_over_every_task_together()
     assert not torch.allclose(per_task.values, batch.values)
     with pytest.raises(ValueError, match="scope must be one of task, batch"):
         with_advantages(raw, gamma, 1.0, scope="episode")
+
+
+def test_clipped_baseline_matches_rllab_features_written_out():
+    """``obs_clip`` (``maml.baseline_obs_clip``) is rllab's LinearFeatureBaseline: features from ``clip(o, -c, c)``,
+    written out here in numpy, with the time features untouched; without it large observations change the fit."""
+    g = torch.Generator().manual_seed(4)
+    steps, n, d, clip = 9, 5, 3, 1.5
+    obs = 3 * torch.randn(steps, n, d, generator=g, dtype=torch.float64)  # many entries beyond ±1.5
+    targets = torch.randn(steps, n, generator=g, dtype=torch.float64)
+    mask = torch.ones(steps, n, dtype=torch.float64)
+    values = fit_linear_baseline(obs, targets, mask, 1, obs_clip=clip)
+    o = np.clip(obs.numpy(), -clip, clip).reshape(-1, d)
+    t = np.repeat(np.arange(steps) / 100.0, n)[:, None]
+    x = np.concatenate([o, o**2, t, t**2, t**3, np.ones_like(t)], axis=1)
+    y = targets.numpy().reshape(-1)
+    w = np.linalg.solve(x.T @ x + 1e-5 * np.eye(x.shape[1]), x.T @ y)
+    np.testing.assert_allclose(values.numpy().reshape(-1), x @ w, rtol=1e-6, atol=1e-8)
+    assert not torch.allclose(values, fit_linear_baseline(obs, targets, mask, 1))
+    # a clip beyond every observation changes nothing
+    np.testing.assert_array_equal(fit_linear_baseline(obs, targets, mask, 1, obs_clip=1e3).numpy(),
+                                  fit_linear_baseline(obs, targets, mask, 1).numpy())
+
+
+def test_with_advantages_passes_the_clip_to_the_baseline():
+    raw = random_episodes(num_tasks=2, per_task=3, steps=6, obs_dim=2, seed=3).replace(advantages=None, values=None)
+    raw = raw.replace(observations=raw.observations * 20)
+    clipped = with_advantages(raw, 0.9, 1.0, obs_clip=10.0)
+    expected = fit_linear_baseline(raw.observations, discounted_returns(raw.rewards, raw.mask, 0.9), raw.mask, 2,
+                                   obs_clip=10.0)
+    torch.testing.assert_close(clipped.values, expected)
+    assert not torch.allclose(clipped.values, with_advantages(raw, 0.9, 1.0).values)

@@ -267,12 +267,21 @@ def test_unknown_baseline_scope_is_refused_naming_the_choices():
     assert from_dict({"maml": {"baseline_scope": "batch"}}).maml.baseline_scope == "batch"
 
 
+@pytest.mark.parametrize("value", ["0", "-10", "nan", "inf"])
+def test_baseline_obs_clip_must_be_positive_and_finite(value):
+    with pytest.raises(ConfigError, match=r"^maml\.baseline_obs_clip: "):
+        load_config("experiments/halfcheetah-dir/reference.yaml", [f"maml.baseline_obs_clip={value}"])
+    config = load_config("experiments/halfcheetah-dir/reference.yaml", ["maml.baseline_obs_clip=10"])
+    assert config.maml.baseline_obs_clip == 10.0
+    assert load_config("experiments/halfcheetah-dir/reference.yaml").maml.baseline_obs_clip is None
+
+
 def test_unknown_key_message_is_one_line_and_lists_valid_keys():
     with pytest.raises(ConfigError) as error:
         from_dict({"maml": {"fast_lrr": 0.1}})
     assert str(error.value) == ("unknown config key maml.fast_lrr; valid keys in maml: meta_batch_size, "
                                 "fast_batch_size, step_budget, num_inner_steps, fast_lr, gamma, gae_lambda, "
-                                "baseline_scope")
+                                "baseline_scope, baseline_obs_clip")
 
 # ------------------------------------------------------------------------------------------- algorithm
 
