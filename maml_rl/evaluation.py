@@ -193,7 +193,7 @@ def adaptation_returns(
     )
     if world.distributed:
         env.set_rows(*shard.rows(per_task))
-    tasks = family.sample_tasks(n, streams.tasks)
+    tasks = held_out_tasks(family, protocol)
     env.set_tasks(envs.repeat_tasks({key: value[shard.start:shard.stop] for key, value in tasks.items()}, per_task))
     shared = {name: p.detach() for name, p in policy.named_parameters()}
     try:
@@ -207,6 +207,12 @@ def adaptation_returns(
         if not bool(torch.isfinite(task_returns).all()):
             raise EvaluationError(f"non-finite returns at adaptation step {k}")
     return np.stack([r.cpu().numpy().astype(np.float64) for r in returns])
+
+
+def held_out_tasks(family: envs.TaskFamily, protocol: Protocol) -> dict[str, np.ndarray]:
+    """The protocol's ``num_tasks`` held-out tasks of ``family`` (``{key: [n, ...]}``), drawn from the evaluation seed
+    stream, the same for every row of a comparison."""
+    return family.sample_tasks(protocol.num_tasks, evaluation_streams(protocol.seed, torch.device("cpu")).tasks)
 
 
 def evaluate_row(row: Row, protocol: Protocol, device: torch.device | str = "cpu", world: World | None = None
@@ -363,17 +369,19 @@ def check_output(output: str | Path) -> Path:
     return output
 
 
-def results(curves: Sequence[AdaptationCurve], protocol: Protocol) -> dict[str, Any]:
-    """The content of ``adaptation.json``."""
-    return {
-        "protocol": {
-            **dataclasses.asdict(protocol),
-            "seed_stream": f"numpy.random.SeedSequence({protocol.seed}, spawn_key=({EVAL_STREAM:#x},))",
-            "step_sizes": "maml.fast_lr of each run for the first step, evaluation.later_step_scale (0.5 by default) "
-                          "times it after",
-        },
-        "policies": [curve.to_dict() for curve in curves],
+def results(curves: Sequence[AdaptationCurve], protocol: Protocol,
+            tasks: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The content of ``adaptation.json``; ``tasks`` (:func:`held_out_tasks`) go in as ``protocol.tasks``, one list
+    per task key with the ``task_i`` columns' order, so per-task returns can be read against the task parameters."""
+    protocol_entry: dict[str, Any] = {
+        **dataclasses.asdict(protocol),
+        "seed_stream": f"numpy.random.SeedSequence({protocol.seed}, spawn_key=({EVAL_STREAM:#x},))",
+        "step_sizes": "maml.fast_lr of each run for the first step, evaluation.later_step_scale (0.5 by default) "
+                      "times it after",
     }
+    if tasks is not None:
+        protocol_entry["tasks"] = {key: np.asarray(value, dtype=np.float64).tolist() for key, value in tasks.items()}
+    return {"protocol": protocol_entry, "policies": [curve.to_dict() for curve in curves]}
 
 
 def table(curves: Sequence[AdaptationCurve]) -> str:
@@ -387,14 +395,16 @@ def table(curves: Sequence[AdaptationCurve]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protocol: Protocol, family: str = "") -> Path:
-    """Write ``adaptation.json``, ``adaptation.csv``, ``adaptation.png`` and TensorBoard events to ``output``."""
+def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protocol: Protocol, family: str = "",
+                  tasks: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``adaptation.json`` (with ``tasks``, the held-out task parameters, when given), ``adaptation.csv``,
+    ``adaptation.png`` and TensorBoard events to ``output``."""
     output = check_output(output)
     sampled = (f"{protocol.episodes_per_task} episodes" if protocol.budget_steps is None
                else f"{protocol.budget_steps} steps (rounds of {protocol.episodes_per_task} episodes)")
     title = f"{protocol.num_tasks} tasks × {sampled}, seed {protocol.seed}"
     title = f"{family}: {title}" if family else title
     figure = adaptation_figure([(curve.label, curve.mean, curve.stderr) for curve in curves], title)
-    write_adaptation_results(output, results(curves, protocol), figure_to_rgb(figure))
+    write_adaptation_results(output, results(curves, protocol, tasks), figure_to_rgb(figure))
     save_png(figure, output / "adaptation.png")
     return output

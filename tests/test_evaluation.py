@@ -16,11 +16,11 @@ import envs
 from maml_rl import collect as collect_module
 from maml_rl import evaluation
 from maml_rl.adaptation import inner_loss
-from maml_rl.build import Generators
+from maml_rl.build import Generators, build_family
 from maml_rl.checkpoint import checkpoint_path, list_checkpoints
 from maml_rl.cli import main
 from maml_rl.config import ConfigError, load_config
-from maml_rl.evaluation import Protocol, evaluate_row, load_run, random_row
+from maml_rl.evaluation import Protocol, evaluate_row, held_out_tasks, load_run, random_row
 from maml_rl.logging import read_metrics, tag_of
 from maml_rl.trainer import Trainer
 
@@ -230,6 +230,24 @@ def test_random_fast_lr_usage_errors(maml_run, capsys, tmp_path, args, message):
     code, _, err = cli(capsys, maml_run, *args, "--tasks", 2, "--output", tmp_path / "never")
     assert code == 2 and err == [f"maml-rl: error: {message}"]
     assert not (tmp_path / "never").exists()
+
+
+def test_adaptation_json_records_the_held_out_tasks_in_column_order(maml_run, capsys, tmp_path):
+    """``protocol.tasks`` lists the task parameters in the order of the per-task returns: on 2D navigation the
+    returns before adaptation fall with the goal's distance from the start (the point starts at the origin), which
+    holds only if the recorded goals are the evaluated ones, column for column."""
+    output = tmp_path / "tasks"
+    code, _, err = cli(capsys, maml_run, "--tasks", 12, "--steps", 1, "--episodes", 4, "--output", output)
+    assert code == 0, err
+    data = json.loads((output / "adaptation.json").read_text())
+    goals = np.array(data["protocol"]["tasks"]["goal"])
+    row = load_run(maml_run)
+    protocol = Protocol(num_tasks=12, num_steps=1, episodes_per_task=4, seed=0)
+    np.testing.assert_array_equal(goals, held_out_tasks(build_family(row.config), protocol)["goal"])
+    before = np.array(data["policies"][0]["steps"][0]["returns"])
+    distance = np.linalg.norm(goals, axis=1)
+    assert np.corrcoef(distance, before)[0, 1] < -0.8
+    assert np.corrcoef(distance, before[np.random.default_rng(0).permutation(12)])[0, 1] > -0.8
 
 
 def test_pretrained_and_oracle_configs_train_without_adaptation(comparison_runs):
