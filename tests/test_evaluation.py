@@ -361,24 +361,20 @@ def test_paper_preset_evaluation_is_fast():
     assert curve.returns.shape == (4, 40)
 
 
-def test_rows_stepping_different_simulated_times_are_not_compared():
-    """A HalfCheetah stepping 0.01 s per env step (the reference's) and one stepping 0.05 s (gymnasium v5's) are
-    different tasks: `--compare` refuses them, naming the frame skips; equal frame skips pass."""
-    reference = load_config("experiments/halfcheetah-vel/paper.yaml")
-    gymnasium_step = load_config("experiments/halfcheetah-vel/paper.yaml", ["env.options.frame_skip=5"])
-    policy = random_row(reference, Protocol(num_tasks=2, num_steps=0, episodes_per_task=1, seed=0)).policy
-    rows = [evaluation.Row("reference", reference, policy), evaluation.Row("v5", gymnasium_step, policy)]
-    with pytest.raises(evaluation.EvaluationError, match=r"v5 has env.options.frame_skip=5 but reference has 1"):
+@pytest.mark.parametrize(("preset", "override", "message"), [
+    # a HalfCheetah stepping 0.01 s per env step (the reference's) and one stepping 0.05 s (gymnasium v5's)
+    ("halfcheetah-vel/paper", "env.options.frame_skip=5", r"other has env.options.frame_skip=5 but preset has 1"),
+    # a HalfCheetah rewarded on its centre of mass's velocity (the reference's) and one rewarded on its root's
+    ("halfcheetah-dir/reference", "env.options.centre_of_mass=true",
+     r"other has env.options.centre_of_mass=True but preset has False"),
+])
+def test_rows_of_different_tasks_are_not_compared(preset, override, message):
+    """Rows whose environments differ in simulated time per step or in the rewarded velocity are different tasks:
+    `--compare` refuses them, naming the option; equal settings pass."""
+    config = load_config(f"experiments/{preset}.yaml")
+    other = load_config(f"experiments/{preset}.yaml", [override])
+    policy = random_row(config, Protocol(num_tasks=2, num_steps=0, episodes_per_task=1, seed=0)).policy
+    rows = [evaluation.Row("preset", config, policy), evaluation.Row("other", other, policy)]
+    with pytest.raises(evaluation.EvaluationError, match=message):
         evaluation.check_comparable(rows)
     evaluation.check_comparable([rows[0], dataclasses.replace(rows[0], label="again")])
-
-
-def test_rows_rewarding_different_velocities_are_not_compared():
-    """A HalfCheetah rewarded on its centre of mass's velocity (the reference's) is another task than one rewarded on
-    its root's: `--compare` refuses them, naming the option."""
-    root = load_config("experiments/halfcheetah-dir/reference.yaml")
-    com = load_config("experiments/halfcheetah-dir/reference.yaml", ["env.options.centre_of_mass=true"])
-    policy = random_row(root, Protocol(num_tasks=2, num_steps=0, episodes_per_task=1, seed=0)).policy
-    rows = [evaluation.Row("root", root, policy), evaluation.Row("com", com, policy)]
-    with pytest.raises(evaluation.EvaluationError, match=r"com has env.options.centre_of_mass=True but root has False"):
-        evaluation.check_comparable(rows)
