@@ -282,8 +282,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         world.close()
     if not world.is_main:
         return 0
-    tasks = evaluation.held_out_tasks(evaluation.build_family(primary.config), protocol)
-    evaluation.write_outputs(output, curves, protocol, family=primary.config.env.family, tasks=tasks)
+    evaluation.write_outputs(output, curves, protocol, primary.config)
     print(evaluation.table(curves))
     print(f"wrote {output}", file=sys.stderr)
     return 0

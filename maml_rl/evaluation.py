@@ -395,15 +395,14 @@ def table(curves: Sequence[AdaptationCurve]) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protocol: Protocol, family: str = "",
-                  tasks: dict[str, np.ndarray] | None = None) -> Path:
-    """Write ``adaptation.json`` (with ``tasks``, the held-out task parameters, when given), ``adaptation.csv``,
-    ``adaptation.png`` and TensorBoard events to ``output``."""
+def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protocol: Protocol, config: Config) -> Path:
+    """Write ``adaptation.json`` (with the held-out tasks of ``config``'s family, :func:`held_out_tasks`),
+    ``adaptation.csv``, ``adaptation.png`` and TensorBoard events to ``output``."""
     output = check_output(output)
+    tasks = held_out_tasks(build_family(config), protocol)
     sampled = (f"{protocol.episodes_per_task} episodes" if protocol.budget_steps is None
                else f"{protocol.budget_steps} steps (rounds of {protocol.episodes_per_task} episodes)")
-    title = f"{protocol.num_tasks} tasks × {sampled}, seed {protocol.seed}"
-    title = f"{family}: {title}" if family else title
+    title = f"{config.env.family}: {protocol.num_tasks} tasks × {sampled}, seed {protocol.seed}"
     figure = adaptation_figure([(curve.label, curve.mean, curve.stderr) for curve in curves], title)
     write_adaptation_results(output, results(curves, protocol, tasks), figure_to_rgb(figure))
     save_png(figure, output / "adaptation.png")

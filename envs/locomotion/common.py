@@ -249,8 +249,10 @@ class LocomotionFamily(TaskFamily):
                            else check_positive_int(frame_skip, "frame_skip"))
         self.dt = float(self.model.opt.timestep) * self.frame_skip
         self.task_dim = sum(int(np.prod(shape)) for shape in self.task_shapes.values())
-        #: observation columns before the oracle's: the robot's state, then the centre of mass (``centre_of_mass``)
-        self.state_dim = self._state_obs_dim() + (3 if self.centre_of_mass else 0)
+        #: observation columns of the robot's state, then with the centre of mass (``centre_of_mass``): the columns
+        #: before the oracle's
+        self._robot_obs_dim = self._state_obs_dim()
+        self.state_dim = self._robot_obs_dim + (3 if self.centre_of_mass else 0)
         self.obs_dim = self.state_dim + (self.task_dim if self.oracle else 0)
         self._observation_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.model.nu,), np.float32)
@@ -344,7 +346,7 @@ class LocomotionFamily(TaskFamily):
         rows (flattened, in ``task_shapes`` order) if ``oracle``."""
         n = sim.qpos.shape[0]
         obs = torch.empty((n, self.obs_dim), dtype=torch.float32, device=sim.qpos.device)
-        robot_dim = self.state_dim - (3 if self.centre_of_mass else 0)
+        robot_dim = self._robot_obs_dim
         self._write_state_obs(sim, obs if robot_dim == self.obs_dim else obs[:, :robot_dim])
         if self.centre_of_mass:
             obs[:, robot_dim : self.state_dim] = sim.fields["sensordata"][:, self._com_adr : self._com_adr + 3]
