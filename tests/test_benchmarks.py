@@ -188,3 +188,28 @@ def test_step_budget_rounds_prints_both_batches():
     assert "2 slots/task, 2.0 episodes/task" in plain
     steps = int(budget.split(" env steps")[0].rsplit(", ", 1)[1])
     assert "budget 60 steps" in budget and steps >= 2 * 60  # every task reached its budget
+
+
+def _hover_module():  # type: ignore[no-untyped-def]
+    path = ROOT / "experiments" / "navigation-2d" / "hover_return.py"
+    spec = importlib.util.spec_from_file_location("hover_return", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hover_return_matches_the_closed_form_for_one_and_two_steps():
+    """One step: E‖0.1σε‖ = 0.1σ√(π/2). Two steps: the second is paid unless the first ended inside the box,
+    which happens with probability p = P(|0.1σε₁| < 0.01)² (the README's hovering estimate, 2D navigation)."""
+    import math
+
+    hover = _hover_module()
+    sigma, n = 0.2, 400_000  # 0.1σ = 0.02: the ±0.1 clip is 5 standard deviations away, negligible
+    one = 0.1 * sigma * math.sqrt(math.pi / 2)
+    p = math.erf(0.01 / (0.1 * sigma) / math.sqrt(2)) ** 2
+    assert abs(hover.hovering_returns(sigma, 1, n, 10.0, 0).mean() + one) < 0.005 * one
+    assert abs(hover.hovering_returns(sigma, 2, n, 10.0, 0).mean() + one * (2 - p)) < 0.005 * one
+    # a smaller σ hovers more cheaply over a long episode
+    smaller, larger = (hover.hovering_returns(s, 95, 20_000, 10.0, 0).mean() for s in (0.43, 0.62))
+    assert smaller > larger + 1.0, (smaller, larger)
