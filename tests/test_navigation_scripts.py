@@ -1,0 +1,61 @@
+"""The analysis scripts of experiments/navigation-2d against independent computations (a closed form, a
+hand-built batch): the README's 2D-navigation figures come from them."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maml_rl.episodes import Episodes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _navigation_script(name: str):  # type: ignore[no-untyped-def]
+    """A script of experiments/navigation-2d as a module (the folder's name is not a package name)."""
+    path = ROOT / "experiments" / "navigation-2d" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hover_return_matches_the_closed_form_for_one_and_two_steps():
+    """One step: E‖0.1σε‖ = 0.1σ√(π/2). Two steps: the second is paid unless the first ended inside the box,
+    which happens with probability p = P(|0.1σε₁| < 0.01)² (the README's hovering estimate, 2D navigation)."""
+    hover = _navigation_script("hover_return")
+    sigma, n = 0.2, 400_000  # 0.1σ = 0.02: the ±0.1 clip is 5 standard deviations away, negligible
+    one = 0.1 * sigma * math.sqrt(math.pi / 2)
+    p = math.erf(0.01 / (0.1 * sigma) / math.sqrt(2)) ** 2
+    assert abs(hover.hovering_returns(sigma, 1, n, 10.0, 0).mean() + one) < 0.005 * one
+    assert abs(hover.hovering_returns(sigma, 2, n, 10.0, 0).mean() + one * (2 - p)) < 0.005 * one
+    # a smaller σ hovers more cheaply over a long episode
+    smaller, larger = (hover.hovering_returns(s, 95, 20_000, 10.0, 0).mean() for s in (0.43, 0.62))
+    assert smaller > larger + 1.0, (smaller, larger)
+
+
+def test_episode_ends_adds_the_last_clipped_move_and_skips_dropped_slots():
+    """Two tasks × two slots, three steps, garbage in the masked steps: end = last observed position + that step's
+    action ÷ 10, clipped to ±0.1 per coordinate; a slot with no steps (dropped by a budget) is not valid."""
+    ends_of = _navigation_script("episode_ends").episode_ends
+    garbage = 7.0
+    obs = torch.full((3, 4, 2), garbage)
+    act = torch.full((3, 4, 2), garbage)
+    mask = torch.zeros(3, 4)
+    mask[:, 0] = 1.0                                                  # task 0: all three steps
+    obs[2, 0], act[2, 0] = torch.tensor([0.1, 0.2]), torch.tensor([5.0, -20.0])   # move (0.1, -0.1) after clipping
+    mask[0, 1] = 1.0                                                  # task 0: ended after one step
+    obs[0, 1], act[0, 1] = torch.tensor([0.0, 0.0]), torch.tensor([0.3, 0.4])
+    mask[:2, 3] = 1.0                                                 # task 1: two steps; slot 2 dropped
+    obs[1, 3], act[1, 3] = torch.tensor([-0.2, 0.0]), torch.tensor([-1.0, 0.5])
+    episodes = Episodes(obs, act, torch.zeros(3, 4), mask, num_tasks=2)
+    ends = ends_of(episodes, 10.0)
+    np.testing.assert_array_equal(ends.lengths, [[3, 1], [0, 2]])
+    np.testing.assert_array_equal(ends.valid, [[True, True], [False, True]])
+    np.testing.assert_allclose(ends.positions[0], [[0.2, 0.1], [0.03, 0.04]], atol=1e-7)
+    np.testing.assert_allclose(ends.positions[1, 1], [-0.3, 0.05], atol=1e-7)
