@@ -46,9 +46,11 @@ def _training(config: Config, horizon: int = 100) -> MemoryEstimate:
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("**/*.yaml")), ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_every_preset_fits_in_a_few_gib(path):
     """The largest presets (Ant/HalfCheetah paper: 800 sub-environments x 200 steps) estimate about 4.1 GiB;
-    Humanoid's 348-value observations make its paper preset about 10 GiB, still within the 24 GiB machines."""
+    Humanoid's 348-value observations make its paper preset about 10 GiB, still within the 24 GiB machines.
+    Memory grows with the sub-environments: Ant direction's paper preset samples 40 episodes per task (1600
+    sub-environments), about 8.2 GiB, so the bound scales with ``fast_batch_size / 20``."""
     config = load_config(path)
-    bound = 12 * GIB if config.env.family == "humanoid-dir" else 5 * GIB
+    bound = (12 * GIB if config.env.family == "humanoid-dir" else 5 * GIB) * max(1.0, config.maml.fast_batch_size / 20)
     estimate = _training(config, horizon=200)
     assert 64 * 2**20 < estimate.total < bound
     check_memory(estimate, bound, "cpu")
