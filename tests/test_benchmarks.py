@@ -188,4 +188,3 @@ def test_step_budget_rounds_prints_both_batches():
     assert "2 slots/task, 2.0 episodes/task" in plain
     steps = int(budget.split(" env steps")[0].rsplit(", ", 1)[1])
     assert "budget 60 steps" in budget and steps >= 2 * 60  # every task reached its budget
-
