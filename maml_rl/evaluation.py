@@ -32,7 +32,7 @@ import envs
 from maml_rl import resources
 from maml_rl.build import Generators, build_family, build_policy, horizon_of, policy_dims
 from maml_rl.checkpoint import CheckpointError, check_fits, checkpoint_path, load_checkpoint
-from maml_rl.collect import collect
+from maml_rl.collect import MetaBatch, collect
 from maml_rl.config import Config, load_config
 from maml_rl.distributed import World
 from maml_rl.errors import EvaluationError, NonFiniteError
@@ -184,6 +184,20 @@ def adaptation_returns(
         world: the ranks of a data-parallel evaluation (None: this process alone).
     """
     world = world if world is not None else World()
+    batch = evaluation_batch(policy, config, protocol, num_steps, device, world)
+    reducer = world.reducer(protocol.num_tasks)
+    returns = [reducer.gather_tasks(episodes.task_returns()) for episodes in batch.batches]
+    for k, task_returns in enumerate(returns):
+        if not bool(torch.isfinite(task_returns).all()):
+            raise EvaluationError(f"non-finite returns at adaptation step {k}")
+    return np.stack([r.cpu().numpy().astype(np.float64) for r in returns])
+
+
+def evaluation_batch(
+    policy: Policy, config: Config, protocol: Protocol, num_steps: int, device: torch.device, world: World
+) -> MetaBatch:
+    """The protocol's episodes for one policy: ``batches[k]`` sampled after ``k`` adaptation steps (this rank's
+    shard of the tasks; see :func:`adaptation_returns`)."""
     family = build_family(config)
     streams = evaluation_streams(protocol.seed, device)
     n, per_task = protocol.num_tasks, protocol.episodes_per_task
@@ -201,12 +215,7 @@ def adaptation_returns(
                         streams, inner_loss_of(config), budget=protocol.budget_steps, any_rank=world.any_failed)
     except NonFiniteError as error:
         raise EvaluationError(f"{error} during the evaluation") from error
-    reducer = world.reducer(n)
-    returns = [reducer.gather_tasks(episodes.task_returns()) for episodes in batch.batches]
-    for k, task_returns in enumerate(returns):
-        if not bool(torch.isfinite(task_returns).all()):
-            raise EvaluationError(f"non-finite returns at adaptation step {k}")
-    return np.stack([r.cpu().numpy().astype(np.float64) for r in returns])
+    return batch
 
 
 def held_out_tasks(family: envs.TaskFamily, protocol: Protocol) -> dict[str, np.ndarray]:

@@ -19,13 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import envs
 from envs.navigation import MAX_ACTION
 from maml_rl.build import build_family, horizon_of
-from maml_rl.collect import collect
+from maml_rl.distributed import World
 from maml_rl.episodes import Episodes, by_task
-from maml_rl.evaluation import evaluation_streams, held_out_tasks, load_run, protocol_for, step_sizes_of
-from maml_rl.metalearners import inner_loss_of
+from maml_rl.evaluation import evaluation_batch, held_out_tasks, load_run, protocol_for
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,9 @@ def main() -> None:
         parser.error(f"{args.run_dir} is a {config.env.family} run; this script reads 2D-navigation positions")
     steps = 3
     protocol = protocol_for(config, args.tasks, steps, args.seed, args.episodes, args.budget_steps)
-    family, device = build_family(config), torch.device("cpu")
-    per_task = protocol.episodes_per_task
-    env = family.make_vector_env(args.tasks * per_task, max_episode_steps=horizon_of(config, family), device=device)
-    tasks = held_out_tasks(family, protocol)
-    env.set_tasks(envs.repeat_tasks(tasks, per_task))
-    shared = {name: p.detach() for name, p in row.policy.named_parameters()}
-    batch = collect(env, row.policy, shared, config, args.tasks, step_sizes_of(config, steps),
-                    evaluation_streams(protocol.seed, device), inner_loss_of(config), budget=protocol.budget_steps)
-    goals = tasks["goal"].astype(np.float64)
+    family = build_family(config)
+    batch = evaluation_batch(row.policy, config, protocol, steps, torch.device("cpu"), World())
+    goals = held_out_tasks(family, protocol)["goal"].astype(np.float64)
     horizon = horizon_of(config, family)
     returns = [episodes.task_returns().numpy() for episodes in batch.batches]
     ends = [episode_ends(episodes, config.env.action_scale) for episodes in batch.batches]
