@@ -76,6 +76,24 @@ def build_policy(config: Config, family: envs.TaskFamily, generator: torch.Gener
     )
 
 
+#: the task pool's stream is child 4 of ``SeedSequence(seed)``; :class:`Generators` takes children 0-3
+TASK_POOL_CHILD = 4
+
+
+def task_pool_generator(seed: int) -> np.random.Generator:
+    """The stream that draws ``maml.task_pool``'s tasks: ``SeedSequence(seed)``'s child 4, beside the four of
+    :class:`Generators` (children 0-3), so the pool depends on the seed alone (not on the iteration a run resumes
+    at, nor on the number of processes) and shares no draws with the meta-batches."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(TASK_POOL_CHILD,)))
+
+
+def pool_meta_batch(pool: envs.Tasks, num_tasks: int) -> envs.Tasks:
+    """The meta-batch of ``num_tasks`` tasks from ``pool`` (``P`` rows): task ``i`` is pool task ``i mod P``, so
+    every pool task gets ``num_tasks / P`` of them, rounded up for the first ``num_tasks mod P``."""
+    rows = np.arange(num_tasks) % envs.num_tasks(pool)
+    return {key: value[rows] for key, value in pool.items()}
+
+
 @dataclass
 class Generators:
     """Independent random streams derived from one seed (``numpy.random.SeedSequence.spawn``): the one seed path.
@@ -88,6 +106,8 @@ class Generators:
         resets: draws the seed of every environment reset.
         actions: action noise, on the learner device.
         init_seed: seeds the policy initialization.
+
+    ``maml.task_pool``'s stream is a fifth child, drawn once (:func:`task_pool_generator`), so it is not kept here.
     """
 
     tasks: np.random.Generator

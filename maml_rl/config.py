@@ -89,6 +89,12 @@ class MamlConfig:
     (cbfinn/maml_rl: ``batch_size`` trajectories × ``max_path_length`` steps per task): rounds of ``E`` episodes
     per task in lockstep, a task dropping the rounds that start after its budget is met
     (``maml_rl.collect.sample``), so a task whose episodes end early gets more of them. False: ``E`` episodes."""
+    task_pool: int | None = None
+    """Train on a fixed pool of this many tasks, drawn once from the seed (its own stream,
+    ``maml_rl.build.task_pool_generator``): task ``i`` of every meta-batch is pool task ``i mod P``. None: ``M``
+    new tasks every meta-iteration (MAML). The reference's "randenv" pretrained baselines trained this way without
+    saying so: rllab's ``*EnvRand`` draws its goal at the first reset and keeps it, once per sampler worker
+    (``n_parallel``: 1 for HalfCheetah, 8 for Ant; docs/reproduction.md)."""
     num_inner_steps: int = 1
     """Inner gradient steps ``K`` during meta-training."""
     fast_lr: float = 0.1
@@ -366,6 +372,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"policy.min_std ({policy.min_std}) must not exceed policy.init_std ({policy.init_std})")
     _check_positive("maml.meta_batch_size", maml.meta_batch_size)
     _check_positive("maml.fast_batch_size", maml.fast_batch_size)
+    if maml.task_pool is not None:
+        _check_positive("maml.task_pool", maml.task_pool)
     _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not cls.adapts)
     _check_positive("maml.fast_lr", maml.fast_lr)
     if not 0.0 <= maml.gamma <= 1.0:

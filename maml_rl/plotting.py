@@ -10,6 +10,7 @@ pyplot state, so plotting works headless and never opens a window.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,13 +31,17 @@ def _new_figure(width: float = 6.4, height: float = 4.4) -> Figure:
     return figure
 
 
+#: characters per line of an adaptation figure's title: longer titles wrap rather than run off the figure
+TITLE_WIDTH = 60
+
+
 def adaptation_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str = "") -> Figure:
     """Mean return vs. adaptation step with standard-error bars, one line per policy.
 
     Args:
         curves: ``(label, mean [K + 1], stderr [K + 1])`` per policy; a one-point curve (an oracle, evaluated
             at ``k = 0`` only) is drawn as a dashed horizontal line with a shaded ±stderr band.
-        title: the axes title.
+        title: the axes title, wrapped at :data:`TITLE_WIDTH` characters.
     """
     figure = _new_figure()
     axes = figure.add_subplot()
@@ -51,7 +56,7 @@ def adaptation_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], titl
     axes.set_xticks(np.arange(last_step + 1))
     axes.set_xlabel("adaptation steps k")
     axes.set_ylabel("mean return per episode")
-    axes.set_title(title)
+    axes.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)), fontsize="medium")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
     return figure

@@ -28,7 +28,16 @@ from tqdm import tqdm
 
 import envs
 from maml_rl import resources
-from maml_rl.build import Generators, build_family, build_policy, horizon_of, policy_dims, resolve_device
+from maml_rl.build import (
+    Generators,
+    build_family,
+    build_policy,
+    horizon_of,
+    policy_dims,
+    pool_meta_batch,
+    resolve_device,
+    task_pool_generator,
+)
 from maml_rl.checkpoint import (
     CheckpointError,
     check_fits,
@@ -158,6 +167,9 @@ class Trainer:
         horizon = horizon_of(config, self.family)
         #: env steps per task and batch with ``maml.step_budget`` (E × horizon, the reference's batch_size), else None
         self.step_budget = self.per_task * horizon if maml.step_budget else None
+        #: ``maml.task_pool``'s tasks (the same on every rank and after a resume), or None: new tasks every iteration
+        self.task_pool = (None if maml.task_pool is None
+                          else self.family.sample_tasks(maml.task_pool, task_pool_generator(config.train.seed)))
         # Before anything big is allocated or anything is written: does the run fit in memory?
         obs_dim, action_size, discrete = policy_dims(self.family)
         # each rank holds M / R tasks; the local ranks of a CPU run share this machine's memory
@@ -283,7 +295,10 @@ class Trainer:
         timer = PhaseTimer()
         world, shard = self.world, self.shard
         with timer.phase("iteration"):
-            tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)  # all M tasks, on every rank
+            if self.task_pool is None:
+                tasks = self.family.sample_tasks(self.num_tasks, self.generators.tasks)  # all M tasks, on every rank
+            else:
+                tasks = pool_meta_batch(self.task_pool, self.num_tasks)
             own = {key: value[shard.start:shard.stop] for key, value in tasks.items()}
             self.env.set_tasks(envs.repeat_tasks(own, self.per_task))
             learner = self.metalearner

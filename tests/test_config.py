@@ -276,11 +276,19 @@ def test_baseline_obs_clip_must_be_positive_and_finite(value):
     assert load_config("experiments/halfcheetah-dir/reference.yaml").maml.baseline_obs_clip is None
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "2.5", "true"])
+def test_task_pool_must_be_a_positive_integer(value):
+    with pytest.raises(ConfigError, match=r"^maml\.task_pool: "):
+        load_config(None, [f"maml.task_pool={value}"])
+    assert load_config(None, ["maml.task_pool=8"]).maml.task_pool == 8
+    assert load_config(None).maml.task_pool is None
+
+
 def test_unknown_key_message_is_one_line_and_lists_valid_keys():
     with pytest.raises(ConfigError) as error:
         from_dict({"maml": {"fast_lrr": 0.1}})
     assert str(error.value) == ("unknown config key maml.fast_lrr; valid keys in maml: meta_batch_size, "
-                                "fast_batch_size, step_budget, num_inner_steps, fast_lr, gamma, gae_lambda, "
+                                "fast_batch_size, step_budget, task_pool, num_inner_steps, fast_lr, gamma, gae_lambda, "
                                 "baseline_scope, baseline_obs_clip")
 
 # ------------------------------------------------------------------------------------------- algorithm

@@ -34,6 +34,8 @@ LEARNERS = {
     "promp": ["--set", "algorithm.name=promp", "--set", "algorithm.options={num_steps: 2}"],
     # a step budget: every rank samples the rounds the slowest task needs (maml.step_budget; E × horizon = 40)
     "maml-trpo-budget": ["--set", "maml.step_budget=true"],
+    # a fixed task pool (maml.task_pool): every rank draws the same pool from the seed and keeps its shard of it
+    "maml-trpo-task-pool": ["--set", "maml.task_pool=3"],
 }
 RTOL, FLOOR = 1e-5, 1e-6
 

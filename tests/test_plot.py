@@ -3,10 +3,11 @@
 import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from maml_rl.cli import main
 from maml_rl.logging import read_metrics
-from maml_rl.plotting import learning_curves
+from maml_rl.plotting import adaptation_figure, learning_curves
 
 TINY = ["--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=5",
         "--set", "policy.hidden_sizes=[8]", "--set", "train.num_threads=1", "--set", "train.num_iterations=3",
@@ -74,3 +75,14 @@ def test_several_metrics_on_one_figure(tmp_path):
     lines = figure.axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["run: returns/pre_adapt_mean", "run: returns/post_adapt_mean"]
     np.testing.assert_array_equal(lines[1].get_ydata(), [-2, -1])
+
+
+def test_a_long_adaptation_title_stays_inside_the_figure():
+    title = "halfcheetah-vel: 40 tasks × 4000 steps (rounds of 20 episodes), seed 0, and a long label besides"
+    curves = [("maml", np.array([-1.0, 0.0]), np.array([0.1, 0.1]))]
+    figure = adaptation_figure(curves, title)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    box = figure.axes[0].title.get_window_extent(canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.x1
+    assert figure.axes[0].title.get_text().replace("\n", " ") == title

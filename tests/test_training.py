@@ -11,6 +11,7 @@ import yaml
 
 from maml_rl.adaptation import adapt
 from maml_rl.advantages import with_advantages
+from maml_rl.build import Generators
 from maml_rl.checkpoint import list_checkpoints, load_checkpoint
 from maml_rl.collect import MetaBatch
 from maml_rl.config import load_config
@@ -68,6 +69,28 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
     with pytest.raises(RunDirError, match="already holds a run"):
         Trainer(config, tmp_path)
     assert (tmp_path / "metrics.csv").read_text() == before
+
+
+def test_task_pool_trains_every_iteration_on_the_same_pool_tasks_in_turn(tmp_path, monkeypatch):
+    config = small_config("train.num_iterations=2", "env.horizon=5", "maml.task_pool=3")
+    trainer = Trainer(config, tmp_path / "run")
+    seen = []
+    set_tasks = trainer.env.set_tasks
+    monkeypatch.setattr(trainer.env, "set_tasks", lambda tasks: (seen.append(tasks["goal"].copy()), set_tasks(tasks)))
+    trainer.train(progress=False)
+    assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
+    goals = seen[0][:: config.maml.fast_batch_size]  # one row per task: [M, 2]
+    assert goals.shape == (8, 2) and len(np.unique(goals, axis=0)) == 3
+    assert np.array_equal(goals[:5], goals[3:]) and not np.array_equal(goals[0], goals[1])
+    # the pool is the seed's own draw: the same after a resume, another for another seed, not the meta-batch stream
+    resumed = Trainer(config, tmp_path / "run", resume=True)
+    assert resumed.iteration == 2 and np.array_equal(resumed.task_pool["goal"], goals[:3])
+    resumed.close()
+    meta_batch_stream = Generators.from_seed(config.train.seed, torch.device("cpu")).tasks
+    assert not np.array_equal(trainer.family.sample_tasks(3, meta_batch_stream)["goal"], goals[:3])
+    other = Trainer(small_config("train.num_iterations=1", "maml.task_pool=3", "train.seed=2"), tmp_path / "other")
+    assert not np.array_equal(other.task_pool["goal"], goals[:3])
+    other.close()
 
 
 def test_non_finite_reward_stops_with_diagnostic_and_keeps_checkpoint(tmp_path, monkeypatch):
