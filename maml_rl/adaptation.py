@@ -63,6 +63,7 @@ def dice_weights(episodes: Episodes, gamma: float) -> Tensor:
     ``s_m`` is the standard deviation over task ``m``'s steps of ``Σ_{t'≥t} γ^{t'} δ_{t'}`` (a constant), so that
     the gradient has the scale of REINFORCE's with normalized advantages and ``α`` keeps its meaning.
     """
+    episodes.require_episodes("DiCE's weights")
     if episodes.values is None:
         raise ValueError("episodes have no baseline values; call maml_rl.advantages.with_advantages first")
     m = episodes.num_tasks

@@ -76,6 +76,7 @@ def with_advantages(episodes: Episodes, gamma: float, gae_lambda: float, normali
     """
     if scope not in BASELINE_SCOPES:
         raise ValueError(f"scope must be one of {', '.join(BASELINE_SCOPES)}, got {scope!r}")
+    episodes.require_episodes("advantages")
     groups = episodes.num_tasks if scope == "task" else 1
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
     values = fit_linear_baseline(episodes.observations, returns, episodes.mask, groups, obs_clip)

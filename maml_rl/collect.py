@@ -23,7 +23,7 @@ from maml_rl.adaptation import InnerLoss, adapt, inner_loss
 from maml_rl.advantages import with_advantages
 from maml_rl.build import Generators
 from maml_rl.config import Config
-from maml_rl.episodes import Episodes, join_rounds
+from maml_rl.episodes import Episodes, join_rounds, pack_steps, steps_per_task
 from maml_rl.errors import NonFiniteError
 from maml_rl.policies import Params, Policy, task_params
 from maml_rl.sampling import sample_episodes
@@ -90,6 +90,24 @@ class MetaBatch:
 def _local_any(flag: bool) -> bool:
     """One process: the flag itself."""
     return flag
+
+
+def _local_max(value: int) -> int:
+    """One process: the value itself."""
+    return value
+
+
+def pack_batch(batch: MetaBatch, max_over_ranks: Callable[[int], int] = _local_max) -> MetaBatch:
+    """``batch`` with every episode batch packed (:func:`maml_rl.episodes.pack_steps`), for a learner whose losses
+    are per-step (``MetaLearner.packs_steps``); ``adapted`` unchanged. Each batch is packed to the largest task's
+    step count over all processes (``max_over_ranks``: ``World.max_over_ranks``, the identity for one process), so
+    that a task's packed tensors do not depend on the number of processes."""
+
+    def pack(episodes: Episodes) -> Episodes:
+        return pack_steps(episodes, max_over_ranks(int(steps_per_task(episodes).max())))
+
+    return MetaBatch(train=tuple(pack(episodes) for episodes in batch.train), valid=pack(batch.valid),
+                     adapted=batch.adapted)
 
 
 def check_episodes(episodes: Episodes) -> None:

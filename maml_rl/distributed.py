@@ -168,6 +168,14 @@ class World:
         _collective("all_reduce (status)", self.rank, lambda: dist.all_reduce(flag, op=dist.ReduceOp.MAX))
         return bool(flag.item() > 0)
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's ``value`` (one collective; exact for integers below 2**53)."""
+        if not self.distributed:
+            return value
+        box = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
+        _collective("all_reduce (max)", self.rank, lambda: dist.all_reduce(box, op=dist.ReduceOp.MAX))
+        return int(box.item())
+
     def check_same_parameters(self, params: Iterable[Tensor]) -> None:
         """Compare a cheap checksum of ``params`` across ranks (one collective).
 

@@ -3,6 +3,10 @@
 Sub-environment ``n`` runs task ``n // E`` (task-major order, as ``envs.repeat_tasks`` lays them out).
 ``by_task`` regroups a ``[T, N, ...]`` tensor as ``[M, T, E, ...]`` so per-task computations vmap over
 the leading dimension; ``from_task`` undoes it.
+
+``pack_steps`` lays a batch out for learners whose losses are per-task means of per-step terms: each task's
+unmasked steps side by side, ``[L, M, ...]``, without the masked slots of episodes that ended early or rounds that
+were dropped (docs/architecture.md §2, "Packed steps").
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ class Episodes:
         advantages: ``[T, N]`` float32 once :func:`maml_rl.advantages.with_advantages` filled it in.
         values: ``[T, N]`` the baseline's predictions, filled in with the advantages (zero on padded steps).
         num_unstable: sub-environments the simulator flagged as unstable (reset and masked out).
+        packed: True for a batch from :func:`pack_steps`: steps, not episodes (``[L, M, ...]``, one slot per
+            task); what needs episodes (returns, counts, advantages, DiCE weights) refuses it.
     """
 
     observations: Tensor
@@ -59,6 +65,7 @@ class Episodes:
     advantages: Tensor | None = None
     num_unstable: int = 0
     values: Tensor | None = None
+    packed: bool = False
 
     def __post_init__(self) -> None:
         steps, n = self.rewards.shape
@@ -86,8 +93,14 @@ class Episodes:
         """Environment steps actually taken (unmasked)."""
         return int(self.mask.sum().item())
 
+    def require_episodes(self, what: str) -> None:
+        """Raise ValueError if this batch is packed (:func:`pack_steps`): ``what`` needs whole episodes."""
+        if self.packed:
+            raise ValueError(f"{what} needs episodes; this batch holds packed steps (maml_rl.episodes.pack_steps)")
+
     def episode_returns(self) -> Tensor:
         """Undiscounted return of every episode slot: ``[N]`` (0 for a dropped slot, see :meth:`episode_counts`)."""
+        self.require_episodes("episode returns")
         return (self.rewards * self.mask).sum(0)
 
     def kept_returns(self) -> Tensor:
@@ -100,6 +113,7 @@ class Episodes:
     def episode_counts(self) -> Tensor:
         """Episodes per task ``[M]``: the slots whose first step is unmasked. Every sampled episode takes its first
         step; slots of a step-budget collection that were dropped (:func:`join_rounds`) are masked throughout."""
+        self.require_episodes("episode counts")
         return self.mask[0].reshape(self.num_tasks, -1).sum(1)
 
     def task_returns(self) -> Tensor:
@@ -158,4 +172,69 @@ def join_rounds(rounds: Sequence[Episodes], kept: Sequence[Tensor]) -> Episodes:
         mask=join("mask", keep=True),
         num_tasks=m,
         num_unstable=sum(batch.num_unstable for batch in rounds),
+    )
+
+
+def steps_per_task(episodes: Episodes) -> Tensor:
+    """Unmasked steps of each task: ``[M]`` int64."""
+    return by_task(episodes.mask, episodes.num_tasks).flatten(1).gt(0).sum(1)
+
+
+def pack_steps(episodes: Episodes, length: int | None = None) -> Episodes:
+    """The batch's unmasked steps, each task's side by side: ``[L, M, ...]`` (one slot per task, ``E = 1``).
+
+    Task ``m``'s column holds its steps in the order of its episodes (slot by slot, each in time order), then
+    padding up to ``L`` with mask 0 (the padding's observations and actions are copies of the batch's entries,
+    as finite as they are). Every per-task mean ``Σ mask·x / Σ mask`` over per-step terms ``x`` (the
+    REINFORCE and LVC inner losses, the TRPO and PPO surrogates, the mean KL) is the same on the packed batch; the
+    policy, being feed-forward, sees the same observations. What needs episodes (returns, episode counts,
+    advantages, DiCE's cumulative log-probabilities) does not survive packing, and the packed batch refuses it.
+
+    With a step budget most of a batch's ``[T, M × R·E]`` slots can be masked (episodes that fall early, rounds a
+    task did not need): 41–54 % for an Ant-velocity MAML batch at iteration 105, 85–87 % for a one-episode-per-row
+    pretrained batch; benchmarks/README.md, "Packed steps".
+
+    Args:
+        episodes: a batch with advantages (:func:`maml_rl.advantages.with_advantages`).
+        length: ``L``, at least the largest task's step count (:func:`steps_per_task`); default that count. A
+            data-parallel run passes the maximum over all ranks, so that a task's tensors, and every sum over
+            them, are the same whatever the number of processes.
+    """
+    if episodes.advantages is None or episodes.values is None:
+        raise ValueError("pack the batch after maml_rl.advantages.with_advantages (it needs episodes)")
+    episodes.require_episodes("packing")
+    m = episodes.num_tasks
+    counts = steps_per_task(episodes)
+    needed = int(counts.max())
+    length = needed if length is None else length
+    if length < needed:
+        raise ValueError(f"pack length {length} is below the largest task's {needed} steps")
+
+    def per_task_steps(x: Tensor) -> Tensor:  # [T, N, ...] -> [M, E·T, ...], each slot's steps in time order
+        grouped = by_task(x, m)  # [M, T, E, ...]
+        return grouped.transpose(1, 2).reshape(m, -1, *grouped.shape[3:])
+
+    valid = per_task_steps(episodes.mask) > 0  # [M, E·T]
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # unmasked steps first, in order
+    if length > order.shape[1]:  # a longer layout than the batch has slots: pad with the last (masked) index
+        order = torch.cat([order, order[:, -1:].expand(m, length - order.shape[1])], dim=1)
+    index = order[:, :length]  # [M, L]
+    filled = torch.arange(length, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)  # [M, L]
+
+    def pack(x: Tensor) -> Tensor:  # [T, N, ...] -> [L, M, ...]
+        steps = per_task_steps(x)
+        gather = index.view(m, length, *([1] * (steps.dim() - 2))).expand(m, length, *steps.shape[2:])
+        return torch.gather(steps, 1, gather).transpose(0, 1).contiguous()
+
+    mask = filled.to(episodes.mask.dtype).transpose(0, 1).contiguous()
+    return Episodes(
+        observations=pack(episodes.observations),
+        actions=pack(episodes.actions),
+        rewards=pack(episodes.rewards) * mask,
+        mask=mask,
+        num_tasks=m,
+        advantages=pack(episodes.advantages) * mask,
+        num_unstable=episodes.num_unstable,
+        values=pack(episodes.values) * mask,
+        packed=True,
     )

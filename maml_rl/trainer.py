@@ -46,7 +46,7 @@ from maml_rl.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from maml_rl.collect import MetaBatch, PhaseTimer, collect
+from maml_rl.collect import MetaBatch, PhaseTimer, collect, pack_batch
 from maml_rl.config import Config, resolved, save_config
 from maml_rl.distributed import DistributedError, World, check_baseline_scope
 from maml_rl.episodes import Episodes
@@ -316,7 +316,10 @@ class Trainer:
                 raise error if error is not None else NonFiniteError("another rank's sampling or adaptation failed "
                                                                      "(non-finite values; its message says which)")
             with timer.phase("outer"):
-                new_params, learner_metrics = learner.step(batch)
+                # the learner's losses are per-step: it gets the unmasked steps only (metrics below use episodes)
+                packed = pack_batch(batch, world.max_over_ranks) if learner.packs_steps(learner.settings) else batch
+                new_params, learner_metrics = learner.step(packed)
+                del packed
             check_parameters(self.policy, new_params)  # before anything changes: nothing non-finite is loaded
             load_parameters(self.policy, new_params)
             world.check_same_parameters(self.policy.parameters())

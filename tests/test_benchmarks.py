@@ -188,3 +188,14 @@ def test_step_budget_rounds_prints_both_batches():
     assert "2 slots/task, 2.0 episodes/task" in plain
     steps = int(budget.split(" env steps")[0].rsplit(", ", 1)[1])
     assert "budget 60 steps" in budget and steps >= 2 * 60  # every task reached its budget
+
+
+def test_packed_steps_prints_both_layouts_and_how_close_the_steps_are():
+    out = run_script(
+        "packed_steps.py", "ant-vel/paper", "--repeats", "1", "--set", "maml.meta_batch_size=2",
+        "--set", "maml.fast_batch_size=2", "--set", "env.horizon=30", "--set", "policy.hidden_sizes=[8]",
+        "--set", "algorithm.options.cg_iters=2",
+    )
+    assert "D_0: episodes [30, " in out and "D': episodes [30, " in out and "packed [" in out, out
+    assert "outer step on episodes" in out and "outer step on packed" in out and "speed-up" in out, out
+    assert float(out.split("packed step differs by ")[1].split()[0]) < 1e-3, out

@@ -100,6 +100,13 @@ class MetaLearner(ABC):
         """The inner loss this learner differentiates (``maml_rl.adaptation.ESTIMATORS``); REINFORCE by default."""
         return "reinforce"
 
+    @classmethod
+    def packs_steps(cls, settings: Any) -> bool:
+        """True if every loss :meth:`step` computes from a batch is a per-task mean of per-step terms (no returns,
+        episode counts or cumulative log-probabilities), so that the trainer may hand it packed batches
+        (:func:`maml_rl.episodes.pack_steps`: the same losses without the masked slots); False keeps episodes."""
+        return False
+
     @property
     def inner_loss(self) -> InnerLoss:
         """The inner loss the collection adapts with; it must be the one :meth:`step` differentiates."""

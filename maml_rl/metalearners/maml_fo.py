@@ -59,6 +59,10 @@ class FirstOrderMAML(MetaLearner):
     def inner_estimator(cls, settings: FirstOrderSettings) -> str:
         return "dice" if settings.estimator == "dice" else "reinforce"
 
+    @classmethod
+    def packs_steps(cls, settings: FirstOrderSettings) -> bool:
+        return settings.estimator == "reinforce"  # DiCE and E-MAML need episodes
+
     def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
         train, valid, m = batch.train, batch.valid, batch.num_tasks
         if valid.advantages is None:

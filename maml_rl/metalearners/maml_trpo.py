@@ -141,6 +141,10 @@ class MAMLTRPO(MetaLearner):
     def inner_estimator(cls, settings: TRPOSettings) -> str:
         return "dice" if getattr(settings, "estimator", "reinforce") == "dice" else "reinforce"
 
+    @classmethod
+    def packs_steps(cls, settings: TRPOSettings) -> bool:
+        return getattr(settings, "estimator", "reinforce") == "reinforce"  # DiCE and E-MAML need episodes
+
     @property
     def first_order(self) -> bool:
         return bool(getattr(self.settings, "first_order", False))

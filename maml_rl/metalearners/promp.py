@@ -66,6 +66,10 @@ class ProMP(MetaLearner):
     def inner_estimator(cls, settings: ProMPSettings) -> str:
         return "lvc"
 
+    @classmethod
+    def packs_steps(cls, settings: ProMPSettings) -> bool:
+        return True  # LVC inner loss, clipped surrogate and inner KL: per-task means of per-step terms
+
     def step(self, batch: MetaBatch) -> tuple[Params, dict[str, float]]:
         train, valid, m = batch.train, batch.valid, batch.num_tasks
         if valid.advantages is None:
