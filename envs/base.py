@@ -91,6 +91,10 @@ class MetaVectorEnv(VectorEnv):
     #: ``total_rows`` (None: ``num_envs``) split across processes; see :meth:`set_rows`
     row_offset: int = 0
     total_rows: int | None = None
+    #: ``reset(options={"frozen_mask": mask})`` starts the sub-environments where ``mask`` ([N] bool) is True
+    #: terminated, so that they are not simulated this episode (a step-budget round that a task does not need);
+    #: every random draw is made as without the option, so the other sub-environments are unchanged
+    freezes_rows: ClassVar[bool] = False
 
     def set_rows(self, offset: int, total: int) -> None:
         """Declare this environment one shard of a larger batch: its sub-environment ``i`` is row ``offset + i``

@@ -176,16 +176,19 @@ def sample(env: MetaVectorEnv, policy: Policy, params: Params, num_tasks: int, g
     Without ``budget``: one episode per sub-environment (``E`` per task). With ``budget`` (environment steps per
     task, the reference code's ``batch_size``): rounds of ``E`` episodes per task, all tasks in lockstep, until
     every task's kept episodes hold at least ``budget`` steps; a task keeps a round only if it started below its
-    budget (:func:`maml_rl.episodes.join_rounds`). Each round draws a new reset seed. ``any_rank`` ORs a flag over
+    budget (:func:`maml_rl.episodes.join_rounds`). Each round draws a new reset seed. An environment that
+    ``freezes_rows`` does not simulate the sub-environments of tasks whose budget is met (their rounds are dropped
+    anyway; the batch is the same). ``any_rank`` ORs a flag over
     the processes of a data-parallel run (``World.any_failed``), so that every process samples the same number of
     rounds; it is the identity for one process.
     """
     rounds: list[Episodes] = []
     kept: list[torch.Tensor] = []
     steps = torch.zeros(num_tasks, device=generators.actions.device)  # [M] kept steps so far
+    frozen: torch.Tensor | None = None  # [N] sub-environments of tasks whose budget is met (env.freezes_rows)
     while True:
         episodes = sample_episodes(env, policy, params, num_tasks, generators.actions,
-                                   seed=generators.next_reset_seed(), action_scale=action_scale)
+                                   seed=generators.next_reset_seed(), action_scale=action_scale, frozen=frozen)
         if budget is None:
             return episodes
         collecting = steps < budget  # [M]: the tasks that keep this round
@@ -194,3 +197,5 @@ def sample(env: MetaVectorEnv, policy: Policy, params: Params, num_tasks: int, g
         kept.append(collecting)
         if not any_rank(bool((steps < budget).any())):
             return join_rounds(rounds, kept)
+        if env.freezes_rows:  # the next round simulates only the tasks still below their budget
+            frozen = (steps >= budget).repeat_interleave(env.num_envs // num_tasks)

@@ -199,3 +199,15 @@ def test_packed_steps_prints_both_layouts_and_how_close_the_steps_are():
     assert "D_0: episodes [30, " in out and "D': episodes [30, " in out and "packed [" in out, out
     assert "outer step on episodes" in out and "outer step on packed" in out and "speed-up" in out, out
     assert float(out.split("packed step differs by ")[1].split()[0]) < 1e-3, out
+
+
+def test_frozen_rounds_prints_both_batches_and_that_they_keep_the_same_episodes():
+    out = run_script(
+        "frozen_rounds.py", "ant-vel/paper", "--repeats", "1", "--set", "maml.meta_batch_size=4",
+        "--set", "maml.fast_batch_size=3", "--set", "env.horizon=60", "--set", "policy.hidden_sizes=[8]",
+    )
+    assert "frozen  : " in out and "all rows: " in out and "speed-up" in out, out
+    assert "the same kept episodes: True" in out, out
+    frozen, plain = (int(line.split(" kept env steps, ")[1].split()[0].replace(",", ""))
+                     for line in out.splitlines() if " simulated, " in line)
+    assert frozen < plain, out

@@ -109,6 +109,41 @@ def test_budget_that_one_round_meets_gives_the_episode_count_batch():
         assert torch.equal(getattr(plain, name), getattr(budgeted, name)), name
 
 
+def test_a_budget_round_simulates_only_the_tasks_still_below_their_budget(monkeypatch):
+    """Ant falls early, so its tasks need different numbers of rounds. A locomotion environment freezes the
+    sub-environments of tasks whose budget is met (``freezes_rows``): fewer rows simulated, the same batch."""
+    family = envs.make_family("ant-vel", frame_skip=2)
+    tasks, per_task, horizon = 4, 3, 50
+    policy = GaussianMLPPolicy(27, 8, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
+    params = task_params({n: p.detach() for n, p in policy.named_parameters()}, tasks)
+    batches, simulated = [], []
+    for freezes in (True, False):
+        env = family.make_vector_env(tasks * per_task, max_episode_steps=horizon)
+        env.set_tasks(envs.repeat_tasks(family.sample_tasks(tasks, np.random.default_rng(0)), per_task))
+        monkeypatch.setattr(type(env), "freezes_rows", freezes)
+        counted = [0]
+        step = env.sim.step
+
+        def counting_step(active, step=step, counted=counted):  # type: ignore[no-untyped-def]
+            counted[0] += int(active.sum())
+            return step(active)
+
+        monkeypatch.setattr(env.sim, "step", counting_step)
+        batches.append(sample(env, policy, params, tasks, Generators.from_seed(2, torch.device("cpu")),
+                              action_scale=1.0, budget=per_task * horizon))
+        simulated.append(counted[0])
+    frozen, plain = batches
+    rounds = frozen.mask.shape[1] // (tasks * per_task)
+    counts = frozen.episode_counts()
+    assert rounds >= 2 and len(set(counts.tolist())) > 1, counts  # tasks needed different numbers of rounds
+    assert torch.equal(frozen.mask, plain.mask) and torch.equal(frozen.rewards, plain.rewards)
+    kept = frozen.mask > 0  # the dropped rounds' slots are masked: what a frozen row observed there is never used
+    for name in ("observations", "actions"):
+        assert torch.equal(getattr(frozen, name)[kept], getattr(plain, name)[kept]), name
+    assert simulated[0] < simulated[1], simulated
+    assert simulated[0] >= frozen.num_steps  # every kept step was simulated
+
+
 def test_training_with_a_step_budget_samples_e_times_horizon_steps_per_task(tmp_path):
     overrides = ["maml.meta_batch_size=2", "maml.fast_batch_size=3", "policy.hidden_sizes=[8]", "env.horizon=10",
                  "train.num_iterations=1", "maml.step_budget=true"]

@@ -93,22 +93,30 @@ def check_tasks(family: LocomotionFamily, num_envs: int, tasks: Tasks) -> dict[s
     return arrays
 
 
-def reset_mask_option(options: dict[str, Any] | None, num_envs: int) -> np.ndarray | Tensor | None:
-    """The ``reset_mask`` of ``reset``'s options (a bool ``[num_envs]`` numpy array or tensor), or None.
-
-    Raises ``ValueError`` on other options or a mask of the wrong dtype or shape.
-    """
-    options = dict(options or {})
-    mask = options.pop("reset_mask", None)
-    if options:
-        raise ValueError(f"unknown reset options {sorted(options)}; the only one is 'reset_mask'")
+def _mask_option(options: dict[str, Any], key: str, num_envs: int) -> np.ndarray | Tensor | None:
+    mask = options.pop(key, None)
     if mask is None:
         return None
     if not isinstance(mask, Tensor):
         mask = np.asarray(mask)
     if mask.dtype not in (np.bool_, torch.bool) or tuple(mask.shape) != (num_envs,):
-        raise ValueError(f"options['reset_mask'] must be a bool array of shape [{num_envs}]")
+        raise ValueError(f"options[{key!r}] must be a bool array of shape [{num_envs}]")
     return mask
+
+
+def reset_mask_options(options: dict[str, Any] | None, num_envs: int
+                       ) -> tuple[np.ndarray | Tensor | None, np.ndarray | Tensor | None]:
+    """The ``reset_mask`` and ``frozen_mask`` of ``reset``'s options (bool ``[num_envs]`` numpy arrays or tensors),
+    each None where absent.
+
+    Raises ``ValueError`` on other options or a mask of the wrong dtype or shape.
+    """
+    options = dict(options or {})
+    reset_mask = _mask_option(options, "reset_mask", num_envs)
+    frozen_mask = _mask_option(options, "frozen_mask", num_envs)
+    if options:
+        raise ValueError(f"unknown reset options {sorted(options)}; valid: 'reset_mask', 'frozen_mask'")
+    return reset_mask, frozen_mask
 
 
 def make_simulator(
@@ -402,7 +410,8 @@ class LocomotionVectorEnv(MetaVectorEnv):
       reward) and ``unstable`` (bool, the ``envs.base`` contract): the simulation became unstable; the
       sub-environment was put back at the model's default state, scores 0 and is terminated.
     * ``reset(seed=..., options={"reset_mask": mask})`` resets only the sub-environments where ``mask``
-      ([N] bool) is True (the first reset after ``set_tasks`` must be a full one).
+      ([N] bool) is True (the first reset after ``set_tasks`` must be a full one). ``"frozen_mask": mask`` starts
+      those sub-environments terminated: frozen from the first step (``freezes_rows``).
     * Reset noise: native: numpy ``self.np_random`` (as gymnasium, so one sub-environment reproduces
       gymnasium's v5 start states for a seed); warp: a torch generator on the device (same distribution).
 
@@ -413,6 +422,8 @@ class LocomotionVectorEnv(MetaVectorEnv):
         device: "cpu" for the native backend; "cpu" (warp's CPU device) or "cuda"/"cuda:N" for warp.
         use_graph: replay the warp physics as a captured graph (see ``WarpSim``; ignored by native).
     """
+
+    freezes_rows = True
 
     def __init__(
         self,
@@ -505,7 +516,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
             raise RuntimeError("the environment is closed")
         if self._tasks is None:
             raise RuntimeError("call set_tasks(tasks) before reset()")
-        option = reset_mask_option(options, self.num_envs)
+        option, frozen = reset_mask_options(options, self.num_envs)
         device = self.sim.device
         mask = torch.ones(self.num_envs, dtype=torch.bool, device=device) if option is None else (
             torch.as_tensor(option, device=device))
@@ -516,7 +527,10 @@ class LocomotionVectorEnv(MetaVectorEnv):
         if seed is not None and self.generator is not None:
             self.generator.manual_seed(int(seed))
         qpos, qvel = self._reset_noise()
-        return self._start(mask, qpos, qvel), {}
+        obs = self._start(mask, qpos, qvel)
+        if frozen is not None:  # after the draws, so that the other sub-environments get what they would without it
+            self._terminated |= torch.as_tensor(frozen, device=device)
+        return obs, {}
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Advance every sub-environment that has not terminated by one step (``frame_skip`` physics steps).

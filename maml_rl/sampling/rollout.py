@@ -30,6 +30,7 @@ def sample_episodes(
     seed: int,
     action_scale: float = 1.0,
     rows: Rows | None = None,
+    frozen: Tensor | None = None,
 ) -> Episodes:
     """Run one episode in every sub-environment of ``env`` for ``env.max_episode_steps`` steps.
 
@@ -44,6 +45,9 @@ def sample_episodes(
         rows: ``(offset, total)`` when ``env`` is one shard of a batch split across processes (its
             ``set_rows``): action noise is drawn for all ``total`` sub-environments and sliced, so the episodes do
             not depend on the split. None: ``env``'s own rows (``env.row_offset``, ``env.batch_rows``).
+        frozen: ``[N]`` bool, sub-environments not to simulate this episode (``env.freezes_rows`` must be True):
+            they start terminated, so their episodes are one masked-in step with reward 0, and every random draw
+            (reset, action noise) is the same as without it, so the other sub-environments' episodes are too.
 
     Returns:
         ``Episodes`` with ``[T, N, …]`` tensors on the generator's device.
@@ -60,7 +64,9 @@ def sample_episodes(
     per_task = n // num_tasks
     if rows is None:
         rows = (env.row_offset, env.batch_rows)
-    obs, _ = env.reset(seed=seed)
+    if frozen is not None and not env.freezes_rows:
+        raise ValueError(f"{type(env).__name__} cannot freeze sub-environments (freezes_rows is False)")
+    obs, _ = env.reset(seed=seed, options=None if frozen is None else {"frozen_mask": frozen})
     obs = _as_tensor(obs, device, torch.float32)
     observations = torch.empty((steps, n, obs.shape[-1]), device=device)
     rewards = torch.zeros((steps, n), device=device)

@@ -309,6 +309,32 @@ def test_termination_freezes_and_partial_reset_restarts():
     assert not terminated[1]
 
 
+def test_frozen_sub_environments_are_not_simulated_and_leave_the_others_unchanged():
+    """``reset(options={"frozen_mask": m})`` (a step-budget round a task does not need): the frozen rows start
+    terminated and keep their start state; the others step exactly as without the option."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (4, 3, 8))
+    runs = []
+    for frozen in (None, np.array([False, True, False])):
+        env = make_env("ant-dir", 3)
+        env.reset(seed=0)
+        obs, _ = env.reset(seed=5, options=None if frozen is None else {"frozen_mask": frozen})
+        start = env.get_state()[0].copy()
+        steps = [env.step(a) for a in actions]
+        runs.append((obs, start, steps, env.get_state()[0]))
+    (obs, start, steps, end), (obs_f, start_f, steps_f, end_f) = runs
+    np.testing.assert_array_equal(obs_f, obs)  # the same start states (reset noise drawn for every row)
+    np.testing.assert_array_equal(end_f[1], start_f[1])  # never simulated
+    assert not np.array_equal(end[1], start[1])
+    for (o, r, term, _, _), (o_f, r_f, term_f, _, _) in zip(steps, steps_f, strict=True):
+        assert term_f[1] and r_f[1] == 0
+        for row in (0, 2):
+            np.testing.assert_array_equal(o_f[row], o[row])
+            assert r_f[row] == r[row] and term_f[row] == term[row]
+    env = make_env("ant-dir", 3)
+    with pytest.raises(ValueError, match=r"options\['frozen_mask'\] must be a bool array of shape \[3\]"):
+        env.reset(seed=0, options={"frozen_mask": np.array([1, 0, 0])})
+
+
 def test_halfcheetah_never_terminates_and_truncates_at_horizon():
     family = make_family("halfcheetah-vel")
     env = family.make_vector_env(2, max_episode_steps=3)
