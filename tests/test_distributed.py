@@ -82,6 +82,18 @@ def test_two_processes_train_a_mujoco_family_like_one(tmp_path):
     assert_same_run(one, two)
 
 
+def test_two_processes_train_ant_with_a_step_budget_like_one(tmp_path):
+    """The paper preset's Ant falls after about 60 steps of 0.05 s, so under a step budget its tasks need different
+    numbers of rounds (3 or 4 for the first batch of seed 1 here, 2 or 3 for the second): each rank freezes its own
+    finished tasks' sub-environments (frozen rounds) and packs its tasks' steps to the length every rank agrees
+    on (packed steps)."""
+    budget = [*MUJOCO[:-5], "--set", "env.horizon=100", "--set", "env.options.frame_skip=5", "--set",
+              "maml.step_budget=true", "--set", "policy.hidden_sizes=[16]", "--no-progress"]
+    one = train(tmp_path / "one", 3, config="ant-vel/paper", size=budget)
+    two = train(tmp_path / "two", 3, "--nproc", 2, config="ant-vel/paper", size=budget)
+    assert_same_run(one, two)
+
+
 def test_two_processes_evaluate_like_one(tmp_path, capsys):
     """Held-out tasks split over ranks: every curve (MAML, and a random policy beside it) equals one process's to
     the issue's tolerance (measured: equal, or 1 ulp apart where a per-task sum over 30 steps runs in another order
