@@ -216,7 +216,7 @@ def pack_steps(episodes: Episodes, length: int | None = None) -> Episodes:
 
     valid = per_task_steps(episodes.mask) > 0  # [M, E·T]
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # unmasked steps first, in order
-    if length > order.shape[1]:  # a longer layout than the batch has slots: pad with the last (masked) index
+    if length > order.shape[1]:  # a longer layout than the batch has slots: repeat the last index (masked below)
         order = torch.cat([order, order[:, -1:].expand(m, length - order.shape[1])], dim=1)
     index = order[:, :length]  # [M, L]
     filled = torch.arange(length, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)  # [M, L]
