@@ -11,7 +11,6 @@ tasks' episodes from the same seed for both (the same batch twice).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from packed_steps import trainer_for
+from packed_steps import source_arguments, trainer_for
 
 import envs
 from maml_rl.build import Generators, pool_meta_batch
@@ -30,11 +29,7 @@ from maml_rl.policies import task_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", metavar="SOURCE", help="preset (e.g. ant-vel/paper) or run directory")
-    parser.add_argument("--repeats", type=int, default=2, help="batches of each kind, alternately (default 2)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args = parser.parse_args()
+    args = source_arguments(__doc__ or "", "batches")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = trainer_for(args.source, args.set, Path(scratch))
         if trainer.step_budget is None:

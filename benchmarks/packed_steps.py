@@ -44,12 +44,17 @@ def trainer_for(source: str, overrides: list[str], scratch: Path) -> Trainer:
     return Trainer(load_and_describe(source, overrides), scratch / "run")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def source_arguments(description: str, what: str) -> argparse.Namespace:
+    """``SOURCE [--repeats R] [--set KEY=VALUE ...]`` from the command line; ``what`` is timed R times each way."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", metavar="SOURCE", help="preset (e.g. ant-vel/paper) or run directory")
-    parser.add_argument("--repeats", type=int, default=2, help="steps of each kind, alternately (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help=f"{what} of each kind, alternately (default 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = source_arguments(__doc__ or "", "steps")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = trainer_for(args.source, args.set, Path(scratch))
         config, learner = trainer.config, trainer.metalearner
