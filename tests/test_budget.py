@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import envs
+from maml_rl.adaptation import adapt
+from maml_rl.advantages import with_advantages
 from maml_rl.baselines import fit_linear_baseline
 from maml_rl.build import Generators
 from maml_rl.collect import sample
@@ -142,6 +144,11 @@ def test_a_budget_round_simulates_only_the_tasks_still_below_their_budget(monkey
         assert torch.equal(getattr(frozen, name)[kept], getattr(plain, name)[kept]), name
     assert simulated[0] < simulated[1], simulated
     assert simulated[0] >= frozen.num_steps  # every kept step was simulated
+    # what training and evaluation compute from the batch is the same bit for bit: baseline, advantages, inner step
+    with_adv = [with_advantages(batch, gamma=0.99, gae_lambda=1.0) for batch in batches]
+    assert torch.equal(with_adv[0].advantages, with_adv[1].advantages)
+    adapted = [adapt(policy, params, [batch], 0.5) for batch in with_adv]
+    assert all(torch.equal(adapted[0][name], adapted[1][name]) for name in adapted[0])
 
 
 def test_training_with_a_step_budget_samples_e_times_horizon_steps_per_task(tmp_path):
