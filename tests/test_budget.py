@@ -18,6 +18,7 @@ from maml_rl.config import ConfigError, load_config
 from maml_rl.episodes import Episodes, join_rounds
 from maml_rl.evaluation import protocol_for
 from maml_rl.policies import GaussianMLPPolicy, task_params
+from maml_rl.sampling import sample_episodes
 from maml_rl.trainer import Trainer, _returns_stats
 
 
@@ -149,6 +150,14 @@ def test_a_budget_round_simulates_only_the_tasks_still_below_their_budget(monkey
     assert torch.equal(with_adv[0].advantages, with_adv[1].advantages)
     adapted = [adapt(policy, params, [batch], 0.5) for batch in with_adv]
     assert all(torch.equal(adapted[0][name], adapted[1][name]) for name in adapted[0])
+
+
+def test_an_environment_that_cannot_freeze_refuses_frozen_rows():
+    env = _navigation([(0.3, -0.2)], 2, 5)
+    policy = _still_policy()
+    params = task_params({n: p.detach() for n, p in policy.named_parameters()}, 1)
+    with pytest.raises(ValueError, match="cannot freeze sub-environments"):
+        sample_episodes(env, policy, params, 1, torch.Generator(), seed=0, frozen=torch.tensor([True, False]))
 
 
 def test_training_with_a_step_budget_samples_e_times_horizon_steps_per_task(tmp_path):

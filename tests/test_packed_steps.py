@@ -12,7 +12,7 @@ from maml_rl.adaptation import adapt, dice_weights, inner_loss, lvc_inner_loss
 from maml_rl.advantages import with_advantages
 from maml_rl.collect import MetaBatch, collect, pack_batch
 from maml_rl.config import load_config
-from maml_rl.episodes import Episodes, pack_steps, steps_per_task
+from maml_rl.episodes import Episodes, by_task, pack_steps, steps_per_task
 from maml_rl.losses import mean_kl, surrogate_loss
 from maml_rl.metalearners import learner_class
 from maml_rl.metalearners.maml_trpo import MAMLTRPO
@@ -97,7 +97,6 @@ def test_per_step_losses_and_the_inner_step_are_the_same_on_packed_steps(seed):
         torch.testing.assert_close(adapted_packed[name], adapted[name], rtol=1e-5, atol=1e-6)
 
     def surrogate_and_kl(episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
-        from maml_rl.episodes import by_task
         m = episodes.num_tasks
         dist = batched_forward(policy, adapted, by_task(episodes.observations, m))
         old = tuple(x.detach() + 0.1 for x in batched_forward(policy, params, by_task(episodes.observations, m)))
