@@ -416,5 +416,10 @@ def _quiet_io_errors_in_threads(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # how the launcher starts each rank of ``--nproc R`` (``-m maml_rl.cli``)
+    status = main()
+    from maml_rl.distributed import World, exit_worker
+
+    if World.from_env().distributed:
+        exit_worker(status)  # no interpreter finalization: see exit_worker
+    sys.exit(status)

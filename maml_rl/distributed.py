@@ -18,10 +18,13 @@ In one process (``R = 1``) the gathers are the identity and nothing is initializ
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -193,6 +196,28 @@ class World:
         if not bool((gathered == gathered[0]).all()):
             values = ", ".join(f"rank {r}: {gathered[r, 0].item():.17g}" for r in range(self.size))
             raise DistributedError(f"the ranks' parameters diverged (checksums {values}); stopping")
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a data-parallel worker with status ``code`` once its work is done, without interpreter finalization.
+
+    A gloo collective returns to Python as soon as its result is ready; the process group's worker thread drops
+    its reference to the collective's tensors a moment later, and dropping the last C++ reference to a tensor
+    that has a Python object needs the GIL. When the main thread has already reached interpreter finalization,
+    that thread cannot take the GIL, is made to exit, and the forced unwind through a destructor aborts the
+    process ("terminate called without an active exception", SIGABRT; the launcher then reports the whole job as
+    failed). Seen once in CI and in 2 of 105 two-process trainings on 2 busy cores, each time on rank 1 (rank 0
+    still writes files after its last collective, which gives the thread time); a core dump shows
+    ``ProcessGroupGloo::runLoop`` → ``~AsyncAllreduceWork`` → ``TensorImpl::decref_pyobject`` → ``take_gil`` →
+    ``pthread_exit`` → ``abort`` while the main thread runs ``Py_FinalizeEx``. Every file of a run is closed
+    before this point (checkpoints and metrics are written and closed as they are produced; the TensorBoard writer
+    is closed when training ends), so the worker flushes its standard streams and leaves with ``os._exit``, which
+    skips finalization and the race.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+            stream.flush()
+    os._exit(code)
 
 
 def _collective_device() -> torch.device:

@@ -167,6 +167,22 @@ def test_the_world_is_read_from_the_launcher_and_defaults_to_one_process():
     assert (world.size, world.rank, world.local_rank, world.local_size, world.is_main) == (4, 3, 1, 2, False)
 
 
+@pytest.mark.parametrize("world_size, finalized", [("2", False), ("1", True)])
+def test_a_launched_worker_leaves_without_interpreter_finalization(world_size, finalized):
+    """``python -m maml_rl.cli`` under a launcher ends with ``exit_worker``: output flushed, status kept, no
+    interpreter finalization (an ``atexit`` handler does not run), which is where gloo's worker thread can abort
+    the process (see ``exit_worker``). One process exits normally."""
+    code = ("import atexit, runpy, sys; atexit.register(print, 'finalized', flush=True); "
+            "print('unflushed', end=''); sys.argv = ['maml_rl.cli', 'train', 'no-such-config']; "
+            "runpy.run_module('maml_rl.cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "WORLD_SIZE": world_size})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("maml-rl: error:") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stdout.startswith("unflushed")
+    assert ("finalized" in done.stdout) == finalized
+
+
 def test_one_process_reducer_sums_over_tasks_in_order():
     values = torch.tensor([[1.0, 2.0], [2.0, 3.0], [4.0, 5.0]])
     reducer = Reducer(3)
