@@ -397,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingError as error:
         print(f"maml-rl: training stopped {_one_line(error)}", file=sys.stderr)
+        from maml_rl.distributed import CollectiveError, let_the_launcher_see_the_first_failure
+
+        if isinstance(error, CollectiveError):  # another rank stopped first: let the launcher name it
+            let_the_launcher_see_the_first_failure()
         return 1
     except OSError as error:  # a disk that fills up, a file system that fails: the environment, not a bug
         where = f" ({error.filename})" if getattr(error, "filename", None) else ""

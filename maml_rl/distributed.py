@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import os
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -36,8 +37,18 @@ from maml_rl.errors import TrainingError
 DEFAULT_TIMEOUT_S = 300.0
 
 
+#: seconds a worker whose collective failed waits before it exits: the elastic launcher looks at its workers every
+#: 0.1 s (``torchrun --monitor-interval``'s default) and names as the root cause the first failure it sees, so the
+#: rank that stopped first is seen first (the launcher usually ends the waiting one with SIGTERM sooner)
+LAUNCHER_SEES_FIRST_FAILURE_S = 1.0
+
+
 class DistributedError(TrainingError):
     """A collective failed or timed out (another rank died or hung), or the ranks' parameters diverged."""
+
+
+class CollectiveError(DistributedError):
+    """A collective failed or timed out: another rank stopped or hung, and its own failure is the root cause."""
 
 
 class ShardError(ConfigError):
@@ -198,6 +209,16 @@ class World:
             raise DistributedError(f"the ranks' parameters diverged (checksums {values}); stopping")
 
 
+def let_the_launcher_see_the_first_failure() -> None:
+    """Wait :data:`LAUNCHER_SEES_FIRST_FAILURE_S` in a worker that stops because a collective failed.
+
+    A rank that dies takes the others' next collective down with it; without this wait they can exit within one of
+    the launcher's looks, and it then names rank 0 as the root cause (its failures carry whole-second time stamps
+    and a tie goes to the lowest rank) instead of the rank that stopped first.
+    """
+    time.sleep(LAUNCHER_SEES_FIRST_FAILURE_S)
+
+
 def exit_worker(code: int) -> NoReturn:
     """End a data-parallel worker with status ``code`` once its work is done, without interpreter finalization.
 
@@ -228,13 +249,13 @@ def _collective_device() -> torch.device:
 
 
 def _collective(what: str, rank: int, call) -> None:  # type: ignore[no-untyped-def]
-    """Run one collective; a failure or timeout becomes a one-line :class:`DistributedError` naming this rank."""
+    """Run one collective; a failure or timeout becomes a one-line :class:`CollectiveError` naming this rank."""
     try:
         call()
     except (RuntimeError, dist.DistError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DistributedError(f"rank {rank}: {what} failed ({first}); another rank probably stopped or hung "
-                               "(its own message says why)") from error
+        raise CollectiveError(f"rank {rank}: {what} failed ({first}); another rank probably stopped or hung "
+                              "(its own message says why)") from error
 
 
 class Reducer:

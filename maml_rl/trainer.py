@@ -368,8 +368,8 @@ class Trainer:
                         raise TrainingError(f"at iteration {self.iteration + 1}: cannot write in {self.run_dir} "
                                             f"({error.strerror or error}); {self._last_checkpoint()}") from error
                     except DistributedError as error:
-                        raise DistributedError(f"at iteration {self.iteration + 1}: {error}; "
-                                               f"{self._save_completed(completed)}") from error
+                        raise type(error)(f"at iteration {self.iteration + 1}: {error}; "
+                                          f"{self._save_completed(completed)}") from error
                     self.iteration += 1
                     history.append(metrics)
                     try:
