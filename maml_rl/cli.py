@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from maml_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, resolved
 from maml_rl.errors import (
@@ -420,10 +421,17 @@ def _quiet_io_errors_in_threads(args: threading.ExceptHookArgs) -> None:
     threading.__excepthook__(args)
 
 
-if __name__ == "__main__":  # how the launcher starts each rank of ``--nproc R`` (``-m maml_rl.cli``)
+def run() -> NoReturn:
+    """The ``maml-rl`` command and ``python -m maml_rl.cli`` (how the launcher starts each rank of ``--nproc R``):
+    :func:`main` on ``sys.argv``, then exit with its status; a data-parallel worker exits without interpreter
+    finalization (:func:`maml_rl.distributed.exit_worker` says why)."""
     status = main()
     from maml_rl.distributed import World, exit_worker
 
     if World.from_env().distributed:
-        exit_worker(status)  # no interpreter finalization: see exit_worker
+        exit_worker(status)
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    run()

@@ -167,14 +167,19 @@ def test_the_world_is_read_from_the_launcher_and_defaults_to_one_process():
     assert (world.size, world.rank, world.local_rank, world.local_size, world.is_main) == (4, 3, 1, 2, False)
 
 
+ENTRY_POINTS = {"module": "runpy.run_module('maml_rl.cli', run_name='__main__')",  # python -m maml_rl.cli
+                "command": "from maml_rl.cli import run; run()"}  # the maml-rl console script
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("world_size, finalized", [("2", False), ("1", True)])
-def test_a_launched_worker_leaves_without_interpreter_finalization(world_size, finalized):
-    """``python -m maml_rl.cli`` under a launcher ends with ``exit_worker``: output flushed, status kept, no
-    interpreter finalization (an ``atexit`` handler does not run), which is where gloo's worker thread can abort
-    the process (see ``exit_worker``). One process exits normally."""
+def test_a_launched_worker_leaves_without_interpreter_finalization(world_size, finalized, entry):
+    """``python -m maml_rl.cli`` or ``maml-rl`` under a launcher ends with ``exit_worker``: output flushed, status
+    kept, no interpreter finalization (an ``atexit`` handler does not run), which is where gloo's worker thread can
+    abort the process (see ``exit_worker``). One process exits normally."""
     code = ("import atexit, runpy, sys; atexit.register(print, 'finalized', flush=True); "
-            "print('unflushed', end=''); sys.argv = ['maml_rl.cli', 'train', 'no-such-config']; "
-            "runpy.run_module('maml_rl.cli', run_name='__main__')")
+            "print('unflushed', end=''); sys.argv = ['maml-rl', 'train', 'no-such-config']; "
+            + ENTRY_POINTS[entry])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "WORLD_SIZE": world_size})
     assert done.returncode == 2, done.stderr
