@@ -39,7 +39,7 @@ DEFAULT_TIMEOUT_S = 300.0
 
 #: seconds a worker whose collective failed waits before it exits: the elastic launcher looks at its workers every
 #: 0.1 s (``torchrun --monitor-interval``'s default) and names as the root cause the first failure it sees, so the
-#: rank that stopped first is seen first (the launcher usually ends the waiting one with SIGTERM sooner)
+#: rank that stopped first is seen first (the launcher may end the waiting one sooner with SIGTERM)
 LAUNCHER_SEES_FIRST_FAILURE_S = 1.0
 
 
@@ -227,7 +227,7 @@ def exit_worker(code: int) -> NoReturn:
     that has a Python object needs the GIL. When the main thread has already reached interpreter finalization,
     that thread cannot take the GIL, is made to exit, and the forced unwind through a destructor aborts the
     process ("terminate called without an active exception", SIGABRT; the launcher then reports the whole job as
-    failed). Seen once in CI and in 2 of 105 two-process trainings on 2 busy cores, each time on rank 1 (rank 0
+    failed). Seen once in CI and in 2 of 104 two-process trainings on 2 busy cores, each time on rank 1 (rank 0
     still writes files after its last collective, which gives the thread time); a core dump shows
     ``ProcessGroupGloo::runLoop`` → ``~AsyncAllreduceWork`` → ``TensorImpl::decref_pyobject`` → ``take_gil`` →
     ``pthread_exit`` → ``abort`` while the main thread runs ``Py_FinalizeEx``. Every file of a run is closed
