@@ -3,8 +3,8 @@
     maml-rl train [CONFIG] [--output RUN_DIR] [--seed S] [--set KEY=VALUE …] [--nproc R]
     maml-rl train --resume RUN_DIR [--allow-config-change] [--nproc R]
     torchrun --nnodes … --nproc-per-node … -m maml_rl.cli train CONFIG --output RUN_DIR   (multi-node)
-    maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40] [--steps 3] [--episodes 20] [--budget-steps B] [--seed 0]
-                     [--compare RUN_DIR …] [--random [--random-fast-lr ALPHA]] [--output DIR] [--nproc R]
+    maml-rl evaluate RUN_DIR [--checkpoint N] [--tasks 40|reference] [--steps 3] [--episodes 20] [--budget-steps B]
+                     [--seed 0] [--compare RUN_DIR …] [--random [--random-fast-lr ALPHA]] [--output DIR] [--nproc R]
     maml-rl plot RUN_DIR … [--metric returns/post_adapt_mean] [--output FILE]
 
 Every user error (bad config key or value, unknown family, missing GPU, unusable checkpoint, unknown metric) ends
@@ -231,6 +231,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from maml_rl import evaluation, resources
     from maml_rl.build import resolve_device
     from maml_rl.distributed import World, check_shardable
+    from maml_rl.reference_tasks import REFERENCE_TASK_COUNT
 
     if args.budget_steps is not None and args.budget_steps < 0:
         raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
@@ -239,15 +240,18 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise UsageError("--random-fast-lr sets the step size of the --random row: add --random")
         if not (math.isfinite(args.random_fast_lr) and args.random_fast_lr > 0):
             raise UsageError(f"--random-fast-lr must be a finite number > 0, got {args.random_fast_lr}")
+    task_set = "reference" if args.tasks == "reference" else "sampled"
+    num_tasks = REFERENCE_TASK_COUNT if task_set == "reference" else args.tasks
     # the flags' own checks, before anything is loaded
-    evaluation.Protocol(args.tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed)
+    evaluation.Protocol(num_tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed,
+                        task_set=task_set)
     nproc = args.nproc if args.nproc is not None else world_size
-    check_shardable(args.tasks, nproc, key="--tasks")
+    check_shardable(num_tasks, nproc, key="--tasks")
     if args.output:
         output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
-    protocol = evaluation.protocol_for(primary.config, args.tasks, args.steps, args.seed, args.episodes,
-                                       args.budget_steps)
+    protocol = evaluation.protocol_for(primary.config, num_tasks, args.steps, args.seed, args.episodes,
+                                       args.budget_steps, task_set)
     rows = [primary, *(evaluation.load_run(run_dir) for run_dir in args.compare or [])]
     if args.random:
         rows.append(evaluation.random_row(primary.config, protocol, args.random_fast_lr))
@@ -306,6 +310,16 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_count(value: str) -> int | str:
+    """``--tasks``: a whole number, or ``reference`` (the reference code's 40 tasks)."""
+    if value == "reference":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tasks or 'reference', got {value!r}") from None
+
+
 def _add_process_arguments(command: argparse.ArgumentParser, nproc_help: str) -> None:
     """``--nproc`` and ``--collective-timeout``, shared by ``train`` and ``evaluate``."""
     command.add_argument("--nproc", type=int, metavar="R", help=f"{nproc_help}. Under your own torchrun, leave it out")
@@ -346,7 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
     evaluate.add_argument("--checkpoint", type=int, metavar="N", help="iteration of RUN_DIR's checkpoint "
                                                                       "(default: the latest)")
-    evaluate.add_argument("--tasks", type=int, default=40, help="held-out tasks (default: 40)")
+    evaluate.add_argument("--tasks", type=_task_count, default=40,
+                          help="held-out tasks: how many to draw from --seed (default: 40), or 'reference': the 40 "
+                               "tasks the MAML reference code's evaluation script drew for the family, in its order, "
+                               "so per-task returns line up with the paper's (navigation-2d, halfcheetah-vel, "
+                               "halfcheetah-dir, ant-vel, ant-dir; docs/reproduction.md)")
     evaluate.add_argument("--steps", type=int, default=3, help="adaptation steps K (default: 3)")
     evaluate.add_argument("--episodes", type=int, help="episodes per task and step, or per round with a step "
                                                        "budget (default: the run's evaluation.episodes, 20)")

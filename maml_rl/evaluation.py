@@ -40,11 +40,14 @@ from maml_rl.logging import write_adaptation_results
 from maml_rl.metalearners import inner_loss_of
 from maml_rl.plotting import adaptation_figure, figure_to_rgb, save_png
 from maml_rl.policies import Policy
+from maml_rl.reference_tasks import REFERENCE_TASK_COUNT, ReferenceTaskSet, reference_task_set
 from maml_rl.rundir import CONFIG_FILE, RunDirError, check_writable
 
 #: spawn key of the evaluation seed stream; training spawns its streams with keys (0,) … (3,), never this one
 EVAL_STREAM = 0xE7A1
 RESULT_FILES = ("adaptation.json", "adaptation.csv", "adaptation.png")
+#: where held-out tasks come from (:attr:`Protocol.task_set`)
+TASK_SETS = ("sampled", "reference")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class Protocol:
             until each task's episodes reach it (``maml_rl.collect.sample``), as the reference code's evaluation
             sampled ``batch_size`` steps (4000 for 2D navigation and HalfCheetah, 8000 for Ant direction in
             cbfinn/maml_rl). None: ``E`` episodes.
+        task_set: ``sampled``: ``num_tasks`` tasks drawn from the evaluation seed; ``reference``: the 40 tasks the
+            MAML reference code's evaluation script drew for the family (:mod:`maml_rl.reference_tasks`), in its
+            order (``--tasks reference``). Resets and action noise come from the evaluation seed either way.
     """
 
     num_tasks: int = 40
@@ -67,8 +73,14 @@ class Protocol:
     episodes_per_task: int = 20
     seed: int = 0
     budget_steps: int | None = None
+    task_set: str = "sampled"
 
     def __post_init__(self) -> None:
+        if self.task_set not in TASK_SETS:
+            raise EvaluationError(f"task set must be one of {', '.join(TASK_SETS)}, got {self.task_set!r}")
+        if self.task_set == "reference" and self.num_tasks != REFERENCE_TASK_COUNT:
+            raise EvaluationError(f"--tasks reference is the reference's {REFERENCE_TASK_COUNT} tasks, got "
+                                  f"num_tasks = {self.num_tasks}")
         if self.num_tasks < 2:
             raise EvaluationError(f"--tasks must be >= 2 (the standard error is over tasks), got {self.num_tasks}")
         if self.num_steps < 0:
@@ -82,13 +94,28 @@ class Protocol:
 
 
 def protocol_for(config: Config, num_tasks: int, num_steps: int, seed: int, episodes: int | None = None,
-                 budget_steps: int | None = None) -> Protocol:
+                 budget_steps: int | None = None, task_set: str = "sampled") -> Protocol:
     """The protocol of ``maml-rl evaluate`` for a run of ``config``: ``episodes`` (None: ``evaluation.episodes``)
-    and ``budget_steps`` (None: ``episodes × horizon`` with ``evaluation.step_budget``, else none; 0: none)."""
+    and ``budget_steps`` (None: ``episodes × horizon`` with ``evaluation.step_budget``, else none; 0: none).
+
+    Raises:
+        EvaluationError: ``task_set`` is ``reference`` and the reference code evaluated no such family.
+    """
     episodes = config.evaluation.episodes if episodes is None else episodes
     if budget_steps is None and config.evaluation.step_budget:
         budget_steps = episodes * horizon_of(config, build_family(config))
-    return Protocol(num_tasks, num_steps, episodes, seed, budget_steps or None)
+    protocol = Protocol(num_tasks, num_steps, episodes, seed, budget_steps or None, task_set)
+    if task_set == "reference":
+        _reference_set(config.env.family)
+    return protocol
+
+
+def _reference_set(family: str) -> ReferenceTaskSet:
+    """:func:`maml_rl.reference_tasks.reference_task_set`, its error as an :class:`EvaluationError`."""
+    try:
+        return reference_task_set(family)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -219,8 +246,10 @@ def evaluation_batch(
 
 
 def held_out_tasks(family: envs.TaskFamily, protocol: Protocol) -> dict[str, np.ndarray]:
-    """The protocol's ``num_tasks`` held-out tasks of ``family`` (``{key: [n, ...]}``), drawn from the evaluation seed
-    stream, the same for every row of a comparison."""
+    """The protocol's ``num_tasks`` held-out tasks of ``family`` (``{key: [n, ...]}``), the same for every row of a
+    comparison: drawn from the evaluation seed stream, or the reference's (``protocol.task_set``)."""
+    if protocol.task_set == "reference":
+        return _reference_set(family.name).tasks()
     return family.sample_tasks(protocol.num_tasks, evaluation_streams(protocol.seed, torch.device("cpu")).tasks)
 
 
@@ -411,8 +440,18 @@ def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protoco
     tasks = held_out_tasks(build_family(config), protocol)
     sampled = (f"{protocol.episodes_per_task} episodes" if protocol.budget_steps is None
                else f"{protocol.budget_steps} steps (rounds of {protocol.episodes_per_task} episodes)")
-    title = f"{config.env.family}: {protocol.num_tasks} tasks × {sampled}, seed {protocol.seed}"
+    tasks_label = (f"the reference's {protocol.num_tasks} tasks" if protocol.task_set == "reference"
+                   else f"{protocol.num_tasks} tasks")
+    title = f"{config.env.family}: {tasks_label} × {sampled}, seed {protocol.seed}"
     figure = adaptation_figure([(curve.label, curve.mean, curve.stderr) for curve in curves], title)
-    write_adaptation_results(output, results(curves, protocol, tasks), figure_to_rgb(figure))
+    content = results(curves, protocol, tasks)
+    content["protocol"]["family"] = config.env.family
+    if protocol.task_set == "reference":
+        source = _reference_set(config.env.family)
+        content["protocol"]["task_source"] = (
+            f"cbfinn/maml_rl {source.script}: np.random.seed({source.seed}); np.random.uniform({source.low}, "
+            f"{source.high}, size={(REFERENCE_TASK_COUNT, *source.shape)})"
+        )
+    write_adaptation_results(output, content, figure_to_rgb(figure))
     save_png(figure, output / "adaptation.png")
     return output

@@ -250,6 +250,26 @@ def test_adaptation_json_records_the_held_out_tasks_in_column_order(maml_run, ca
     assert np.corrcoef(distance, before[np.random.default_rng(0).permutation(12)])[0, 1] > -0.8
 
 
+def test_reference_tasks_are_evaluated_and_recorded_with_their_source(maml_run, capsys, tmp_path):
+    """``--tasks reference``: the 40 goals of the reference's test_maml_point.py, in its order, recorded in
+    ``adaptation.json`` with the family and the draw that made them."""
+    output = tmp_path / "reference"
+    code, _, err = cli(capsys, maml_run, "--tasks", "reference", "--steps", 1, "--episodes", 2, "--output", output)
+    assert code == 0, err
+    protocol = json.loads((output / "adaptation.json").read_text())["protocol"]
+    assert protocol["task_set"] == "reference" and protocol["num_tasks"] == 40
+    assert protocol["family"] == "navigation-2d"
+    assert protocol["task_source"] == ("cbfinn/maml_rl maml_examples/test_maml_point.py: np.random.seed(1); "
+                                       "np.random.uniform(-0.5, 0.5, size=(40, 2))")
+    expected = np.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2)).astype(np.float32)
+    np.testing.assert_array_equal(np.array(protocol["tasks"]["goal"], dtype=np.float32), expected)
+    before = np.array(json.loads((output / "adaptation.json").read_text())["policies"][0]["steps"][0]["returns"])
+    assert np.corrcoef(np.linalg.norm(expected, axis=1), before)[0, 1] < -0.8  # the goals evaluated are these
+    code, _, err = cli(capsys, maml_run, "--tasks", "reference", "--nproc", 3, "--output", tmp_path / "never")
+    assert code == 2 and len(err) == 1 and "--tasks" in err[0]
+    assert not (tmp_path / "never").exists()
+
+
 def test_pretrained_and_oracle_configs_train_without_adaptation(comparison_runs):
     for run in comparison_runs:
         (row,) = read_metrics(run / "metrics.csv")
