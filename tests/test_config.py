@@ -8,6 +8,7 @@ import pytest
 from maml_rl.build import build_family
 from maml_rl.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from maml_rl.metalearners import learner_names
+from maml_rl.metalearners.maml_trpo import REFERENCE_FD_BASE_EPS
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -16,8 +17,8 @@ def test_code_defaults_equal_design_defaults():
     c = from_dict({})
     assert c.algorithm.name == "maml-trpo"
     assert c.algorithm.options == {"max_kl": 0.01, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                   "ls_backtrack": 0.8, "fisher": "exact", "first_order": False,
-                                   "estimator": "reinforce"}
+                                   "ls_backtrack": 0.8, "fisher": "exact", "fd_base_eps": 1e-8,
+                                   "first_order": False, "estimator": "reinforce"}
     assert (c.maml.gamma, c.maml.gae_lambda, c.maml.fast_lr, c.maml.fast_batch_size, c.maml.meta_batch_size,
             c.maml.num_inner_steps) == (0.99, 1.0, 0.1, 20, 40, 1)
     assert (c.policy.hidden_sizes, c.policy.activation, c.policy.init_std, c.policy.min_std) == (
@@ -48,6 +49,20 @@ def test_reference_presets_step_the_reference_time(preset, seconds):
     """The MAML reference's HalfCheetah steps 0.01 s and its Ant 0.02 s per env step, not gymnasium v5's 0.05 s."""
     family = build_family(load_config(EXPERIMENTS / f"{preset}.yaml"))
     assert family.dt == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("preset", sorted(str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.glob("*/*.yaml")))
+def test_presets_with_the_references_step_use_the_base_eps_it_ran_with(preset):
+    """The reference's ConjugateGradientOptimizer builds ``FiniteDifferenceHvp(num_slices)``: base_eps = 1, not
+    rllab's declared 1e-8 (which collapses the product to the damping, a different step)."""
+    options = load_config(EXPERIMENTS / preset).algorithm.options
+    if options.get("fisher") == "finite-difference":
+        assert options["fd_base_eps"] == REFERENCE_FD_BASE_EPS
+
+
+def test_fd_base_eps_defaults_to_rllabs_declared_value_so_older_runs_keep_their_step():
+    options = from_dict({"algorithm": {"name": "maml-trpo", "options": {"fisher": "finite-difference"}}})
+    assert options.algorithm.options["fd_base_eps"] == 1e-8
 
 
 def test_overrides_parse_yaml_values_and_round_trip():
@@ -337,8 +352,8 @@ def test_legacy_configs_migrate_to_algorithm_options():
     config = from_dict(LEGACY)
     assert config.algorithm.name == "maml-trpo" and config.maml.fast_lr == 0.5
     assert config.algorithm.options == {"max_kl": 0.02, "cg_iters": 5, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                        "ls_backtrack": 0.8, "fisher": "exact", "first_order": True,
-                                        "estimator": "reinforce"}
+                                        "ls_backtrack": 0.8, "fisher": "exact", "fd_base_eps": 1e-8,
+                                        "first_order": True, "estimator": "reinforce"}
     assert from_dict(config.to_dict()) == config  # the resolved form round-trips
     # overrides in the old spelling still apply to an old run's config
     changed = from_dict(apply_overrides(LEGACY, ["trpo.max_kl=0.03", "maml.first_order=false"]))
@@ -346,5 +361,5 @@ def test_legacy_configs_migrate_to_algorithm_options():
     assert from_dict(apply_overrides(LEGACY, ["algorithm.options.max_kl=0.04"])).algorithm.options["max_kl"] == 0.04
     pretrained = from_dict({"algorithm": "pretrained", "maml": {"first_order": True}, "trpo": {"max_kl": 0.02}})
     assert pretrained.algorithm.options == {"max_kl": 0.02, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
-                                            "ls_backtrack": 0.8, "fisher": "exact"}
+                                            "ls_backtrack": 0.8, "fisher": "exact", "fd_base_eps": 1e-8}
     assert from_dict({"algorithm": "promp"}) == from_dict({"algorithm": {"name": "promp"}})  # shorthand

@@ -9,6 +9,7 @@ from torch.func import functional_call
 
 import maml_rl.metalearners.maml_trpo as maml_trpo
 from maml_rl.config import ConfigError
+from maml_rl.metalearners.maml_trpo import REFERENCE_FD_BASE_EPS
 from maml_rl.optim.trpo import (
     adapted_gauss_newton_vector_product,
     conjugate_gradient,
@@ -227,13 +228,13 @@ def test_batched_forward_matches_per_task_calls(gaussian_policy):
         batched_forward(gaussian_policy, task_params(dict(gaussian_policy.named_parameters()), 2), obs)
 
 
-def _fd_setup(policy, seed=5):
+def _fd_setup(policy, seed=5, **trpo):
     train, valid = random_episodes(seed=seed), random_episodes(seed=seed + 1)
     if policy.log_std.dtype == torch.float32:
         train, valid = (e.replace(**{name: getattr(e, name).float() for name in
                                      ("observations", "actions", "rewards", "mask", "advantages", "values")})
                         for e in (train, valid))
-    learner = trpo_learner(policy, fast_lr=0.3, fisher="finite-difference", cg_damping=1e-5)
+    learner = trpo_learner(policy, fast_lr=0.3, fisher="finite-difference", cg_damping=1e-5, **trpo)
     batch = meta_batch(learner, [train], valid)
     shared = learner.shared_params()
     names, like = list(shared), list(shared.values())
@@ -258,9 +259,7 @@ def test_finite_difference_fisher_product_is_the_kl_hessian_in_float64(gaussian_
     assert (want - 1e-5 * vector).norm() > 1e-3
 
 
-def test_finite_difference_fisher_product_collapses_to_the_damping_in_float32():
-    """What the paper's numbers came from: in float32 the perturbation ε·v (ε = 1e-8 / ‖θ‖) is below the
-    resolution of every parameter that is not near zero, so the product is damping·v exactly."""
+def _float32_policy_away_from_zero():
     from maml_rl.policies import GaussianMLPPolicy
 
     policy = GaussianMLPPolicy(2, 2, hidden_sizes=(6,), activation="tanh", init_std=0.8,
@@ -268,9 +267,33 @@ def test_finite_difference_fisher_product_collapses_to_the_damping_in_float32():
     with torch.no_grad():
         for p in policy.parameters():  # no parameter near zero (zeros would register any perturbation)
             p.copy_(p.sign() * (p.abs() + 0.5) + (p == 0) * 0.5)
-    _, _, _, _, theta, product = _fd_setup(policy)
+    return policy
+
+
+def test_finite_difference_fisher_product_collapses_to_the_damping_in_float32():
+    """rllab's declared base_eps (1e-8, the default): in float32 the perturbation ε·v (ε = 1e-8 / ‖θ‖) is below
+    the resolution of every parameter that is not near zero, so the product is damping·v exactly."""
+    _, _, _, _, theta, product = _fd_setup(_float32_policy_away_from_zero())
     vector = torch.randn(theta.shape, generator=torch.Generator().manual_seed(2))
     assert torch.equal(product(vector), 1e-5 * vector)
+
+
+def test_the_reference_codes_base_eps_measures_the_curvature_in_float32():
+    """The reference ran ``FiniteDifferenceHvp(num_slices)``: base_eps = 1, ε = 1 / ‖θ‖. On the same float32
+    policy as the collapse test, that product is the KL's curvature (the exact product within 2 % for a vector of
+    a gradient's size), where the default's is damping·v."""
+    learner, batch, shared, old_dist, theta, product = _fd_setup(_float32_policy_away_from_zero(),
+                                                                 fd_base_eps=REFERENCE_FD_BASE_EPS)
+    leaves = task_leaves(shared, batch.num_tasks)
+    dist = learner.validation_dist(leaves, batch.train, batch.valid, create_graph=True)
+    exact = gauss_newton_vector_product(dist, list(leaves.values()),
+                                        lambda d: learner.kl(old_dist, d, batch.valid).sum() / batch.num_tasks,
+                                        per_task=True)
+    vector = 1e-2 * torch.randn(theta.shape, generator=torch.Generator().manual_seed(2))
+    want = exact(vector).sum(0).detach() + 1e-5 * vector
+    got = product(vector)
+    assert (got - want).norm() < 0.02 * want.norm()
+    assert (got - 1e-5 * vector).norm() > 100 * (1e-5 * vector).norm()  # far from the collapsed product
 
 
 def test_unknown_fisher_product_is_refused():

@@ -56,8 +56,12 @@ from maml_rl.policies import DistParams, Params, batched_forward, task_leaves, t
 
 ESTIMATORS = ("reinforce", "dice", "e-maml")
 FISHER_PRODUCTS = ("exact", "finite-difference")
-#: the reference code's finite-difference step: ε = FD_BASE_EPS / ‖θ‖ (rllab's FiniteDifferenceHvp, base_eps)
+#: rllab's ``FiniteDifferenceHvp`` declares ``base_eps=1e-8``: ε = base_eps / ‖θ‖ (``fd_base_eps``'s default)
 FD_BASE_EPS = 1e-8
+#: the ``base_eps`` the MAML reference code actually ran with: its ``ConjugateGradientOptimizer`` builds the product
+#: as ``FiniteDifferenceHvp(num_slices)``, which passes ``num_slices = 1`` as the first parameter, ``base_eps``
+#: (cbfinn/maml_rl sandbox/rocky/tf/optimizers/conjugate_gradient_optimizer.py, since commit 8818ca7, 2017-02-18)
+REFERENCE_FD_BASE_EPS = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,12 +80,17 @@ class TRPOSettings:
     """Step-size ratio between line-search steps."""
     fisher: str = "exact"
     """How Fisher-vector products are computed: ``exact`` (Gauss-Newton products through the adaptation) or
-    ``finite-difference``, the reference code's (cbfinn/maml_rl, ``FiniteDifferenceHvp``): symmetric differences
-    of the mean KL's gradient at ``θ ± εv``, ``ε = 1e-8 / ‖θ‖``, in float32, plus damping. That perturbation is
-    below float32's resolution for almost every parameter, so the product collapses to about ``damping·v``: CG
-    returns ``g / damping`` and the step is the gradient, scaled to ``√(2δ / damping)`` and cut back by the line
-    search (the step behind the paper's numbers; docs/architecture.md §5). Where the difference quotients make
-    ``sᵀFs ≤ 0`` the step size is 1, as there (its square root of a negative number is NaN, replaced by 1)."""
+    ``finite-difference``, rllab's ``FiniteDifferenceHvp`` as the reference code (cbfinn/maml_rl) runs it:
+    symmetric differences of the mean KL's gradient at ``θ ± εv``, ``ε = fd_base_eps / ‖θ‖``, in float32, plus
+    damping. Where the difference quotients make ``sᵀFs ≤ 0`` the step size is 1, as there (its square root of a
+    negative number is NaN, replaced by 1)."""
+    fd_base_eps: float = FD_BASE_EPS
+    """``fisher: finite-difference``'s ``base_eps``. The default, 1e-8, is rllab's declared default: that
+    perturbation is below float32's resolution for almost every parameter, so the product collapses to about
+    ``damping·v``, CG returns ``g / damping`` and the step is the gradient scaled to ``√(2δ / damping)`` and cut
+    back by the line search. The reference code ran with 1.0 (:data:`REFERENCE_FD_BASE_EPS`: it passes
+    ``num_slices`` where ``base_eps`` belongs), a perturbation of ``‖v‖ / ‖θ‖`` that measures the curvature: a
+    finite-difference natural gradient. The presets that reproduce the reference set 1.0 (docs/architecture.md §5)."""
 
     def __post_init__(self) -> None:
         check_range("algorithm.options.max_kl", self.max_kl, low=0.0, low_open=True)
@@ -91,6 +100,7 @@ class TRPOSettings:
         check_range("algorithm.options.ls_backtrack", self.ls_backtrack, low=0.0, high=1.0, low_open=True,
                     high_open=True)
         check_choice("algorithm.options.fisher", self.fisher, FISHER_PRODUCTS)
+        check_range("algorithm.options.fd_base_eps", self.fd_base_eps, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -310,12 +320,13 @@ class MAMLTRPO(MetaLearner):
 
     def _finite_difference_product(self, names: Sequence[str], like: Sequence[Tensor], theta: Tensor,
                                    batch: MetaBatch, old_dist: DistParams):  # type: ignore[no-untyped-def]
-        """``v -> (∇KL(θ + εv) − ∇KL(θ − εv)) / 2ε + damping·v`` with ``ε = 1e-8 / ‖θ‖`` in float32: the reference
-        code's Fisher-vector product (``TRPOSettings.fisher``)."""
+        """``v -> (∇KL(θ + εv) − ∇KL(θ − εv)) / 2ε + damping·v`` with ``ε = fd_base_eps / ‖θ‖`` in float32: the
+        reference code's Fisher-vector product (``TRPOSettings.fisher``, ``TRPOSettings.fd_base_eps``)."""
         train, valid, m = batch.train, batch.valid, batch.num_tasks
         total_tasks = self.reducer.total_tasks(m)
         second_order = not self.first_order
-        eps = torch.tensor(FD_BASE_EPS / (float(theta.norm()) + 1e-8), dtype=theta.dtype, device=theta.device)
+        eps = torch.tensor(self.settings.fd_base_eps / (float(theta.norm()) + 1e-8), dtype=theta.dtype,
+                           device=theta.device)
 
         def kl_gradient(vector: Tensor) -> Tensor:
             params = task_leaves(self._unflatten(names, like, vector), m)
