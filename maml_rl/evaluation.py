@@ -450,7 +450,7 @@ def write_outputs(output: str | Path, curves: Sequence[AdaptationCurve], protoco
         source = _reference_set(config.env.family)
         content["protocol"]["task_source"] = (
             f"cbfinn/maml_rl {source.script}: np.random.seed({source.seed}); np.random.uniform({source.low}, "
-            f"{source.high}, size={(REFERENCE_TASK_COUNT, *source.shape)})"
+            f"{source.high}, size={(REFERENCE_TASK_COUNT, *source.shape)}); {source.mapping}"
         )
     write_adaptation_results(output, content, figure_to_rgb(figure))
     save_png(figure, output / "adaptation.png")

@@ -48,6 +48,7 @@ class ReferenceTaskSet:
         high: upper bound.
         shape: shape of one draw (``()`` for a number, ``(2,)`` for a point).
         to_tasks: the draws ``[40, *shape]`` (float64) as this project's task dict.
+        mapping: how a draw becomes a task, in words (recorded in ``adaptation.json``).
     """
 
     script: str
@@ -56,6 +57,7 @@ class ReferenceTaskSet:
     high: float
     shape: tuple[int, ...]
     to_tasks: Callable[[np.ndarray], Tasks]
+    mapping: str
 
     def draws(self) -> np.ndarray:
         """``[40, *shape]`` float64: the script's goals, in its order."""
@@ -70,19 +72,25 @@ class ReferenceTaskSet:
 #: family name -> the evaluation script's task set; sources are cbfinn/maml_rl's ``maml_examples`` scripts (the
 #: lines after ``test_num_goals = 40``) and, for the thresholds, ``rllab/envs/mujoco/*_rand_direc.py``
 REFERENCE_TASK_SETS: dict[str, ReferenceTaskSet] = {
-    "navigation-2d": ReferenceTaskSet("maml_examples/test_maml_point.py", 1, -0.5, 0.5, (2,), _float32("goal")),
+    "navigation-2d": ReferenceTaskSet("maml_examples/test_maml_point.py", 1, -0.5, 0.5, (2,), _float32("goal"),
+                                      "each draw is a goal"),
     # the "post-ICML" goals (the script keeps the pre-ICML range 0.1 … 0.8 commented out)
-    "halfcheetah-vel": ReferenceTaskSet("maml_examples/test_maml_cheetah.py", 1, 0.0, 2.0, (), _float32("velocity")),
+    "halfcheetah-vel": ReferenceTaskSet("maml_examples/test_maml_cheetah.py", 1, 0.0, 2.0, (), _float32("velocity"),
+                                        "each draw is a goal velocity"),
     # half_cheetah_env_rand_direc.py: goal_direction = -1.0 if goal_vel < 1.0 else 1.0
-    "halfcheetah-dir": ReferenceTaskSet("maml_examples/test_maml_cheetah_direc.py", 1, 0.0, 2.0, (), _direction(1.0)),
-    "ant-vel": ReferenceTaskSet("maml_examples/test_maml_ant.py", 1, 0.0, 3.0, (), _float32("velocity")),
+    "halfcheetah-dir": ReferenceTaskSet("maml_examples/test_maml_cheetah_direc.py", 1, 0.0, 2.0, (), _direction(1.0),
+                                        "direction -1 below 1.0, +1 from it"),
+    "ant-vel": ReferenceTaskSet("maml_examples/test_maml_ant.py", 1, 0.0, 3.0, (), _float32("velocity"),
+                                "each draw is a goal velocity"),
     # this script seeds with 2. ant_env_rand_direc.py as committed says goal_direction = -1.0 if goal < 1.5, which
     # makes 25 of these tasks backward; the paper's results were evaluated with 20: in icml_antdirec_results_*.pkl
     # the random row takes one value on the tasks of each direction, the pretrained row likewise, and the MAML row's
     # pre-update return is positive exactly on the backward tasks (it walks backward), and all three put the five
     # draws between 1.306 and 1.483 (tasks 0, 3, 17, 30, 33) with the forward ones. Every threshold in
     # (1.284, 1.306] gives that split; 1.3 stands for them (tests/test_reference_tasks.py checks the split).
-    "ant-dir": ReferenceTaskSet("maml_examples/test_maml_ant_direc.py", 2, 0.0, 3.0, (), _direction(1.3)),
+    "ant-dir": ReferenceTaskSet("maml_examples/test_maml_ant_direc.py", 2, 0.0, 3.0, (), _direction(1.3),
+                                "direction -1 below 1.3, +1 from it (the split of the paper's results; the "
+                                "committed environment's threshold is 1.5)"),
 }
 
 

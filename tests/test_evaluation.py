@@ -260,7 +260,7 @@ def test_reference_tasks_are_evaluated_and_recorded_with_their_source(maml_run, 
     assert protocol["task_set"] == "reference" and protocol["num_tasks"] == 40
     assert protocol["family"] == "navigation-2d"
     assert protocol["task_source"] == ("cbfinn/maml_rl maml_examples/test_maml_point.py: np.random.seed(1); "
-                                       "np.random.uniform(-0.5, 0.5, size=(40, 2))")
+                                       "np.random.uniform(-0.5, 0.5, size=(40, 2)); each draw is a goal")
     expected = np.random.RandomState(1).uniform(-0.5, 0.5, size=(40, 2)).astype(np.float32)
     np.testing.assert_array_equal(np.array(protocol["tasks"]["goal"], dtype=np.float32), expected)
     before = np.array(json.loads((output / "adaptation.json").read_text())["policies"][0]["steps"][0]["returns"])

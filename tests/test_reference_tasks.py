@@ -5,6 +5,7 @@ The task sets are checked against the paper's own per-task returns, which were c
 order or threshold were wrong, the returns would not line up with the tasks as they do below (other seeds'
 draws are the controls)."""
 
+import dataclasses
 import importlib.util
 import json
 import pickle
@@ -38,7 +39,7 @@ def paper(family: str, row: str, k: int) -> np.ndarray:
 
 
 def with_seed(task_set: ReferenceTaskSet, seed: int) -> ReferenceTaskSet:
-    return ReferenceTaskSet(task_set.script, seed, task_set.low, task_set.high, task_set.shape, task_set.to_tasks)
+    return dataclasses.replace(task_set, seed=seed)
 
 
 @pytest.mark.parametrize("family", sorted(REFERENCE_TASK_SETS))
