@@ -65,6 +65,11 @@ def test_fd_base_eps_defaults_to_rllabs_declared_value_so_older_runs_keep_their_
     assert options.algorithm.options["fd_base_eps"] == 1e-8
 
 
+def test_fd_base_eps_without_finite_difference_products_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"algorithm\.options\.fd_base_eps applies to fisher: finite-difference only"):
+        from_dict({"algorithm": {"name": "maml-trpo", "options": {"fd_base_eps": 1.0}}})
+
+
 def test_overrides_parse_yaml_values_and_round_trip():
     data = apply_overrides({}, ["maml.fast_lr=0.25", "policy.hidden_sizes=[64, 64]",
                                 "algorithm.options.first_order=true"])

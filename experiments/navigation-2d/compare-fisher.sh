@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # MAML-TRPO on 2D navigation (paper preset, 100 meta-iterations) with the exact natural gradient against the
-# reference code's finite-difference Fisher-vector products (algorithm.options.fisher), seeds 1-3 each; then every
+# finite-difference Fisher-vector products at the option's default fd_base_eps 1e-8 (algorithm.options.fisher), which
+# collapse to the damping: a scaled-gradient step, not the reference's (it ran base_eps 1; README, Meta-learners;
+# add --set algorithm.options.fd_base_eps=1.0 below for that), seeds 1-3 each; then every
 # checkpoint (iterations 25, 50, 75, 100) evaluated on the same 40 held-out tasks (k = 0..3), and seconds per
 # meta-iteration.
 #

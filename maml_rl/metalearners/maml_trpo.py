@@ -39,7 +39,7 @@ from torch import Tensor
 
 from maml_rl.adaptation import adapt_path
 from maml_rl.collect import MetaBatch
-from maml_rl.config import check_choice, check_range
+from maml_rl.config import ConfigError, check_choice, check_range
 from maml_rl.distributed import LOCAL, Reducer
 from maml_rl.episodes import Episodes, by_task
 from maml_rl.errors import NonFiniteError
@@ -101,6 +101,9 @@ class TRPOSettings:
                     high_open=True)
         check_choice("algorithm.options.fisher", self.fisher, FISHER_PRODUCTS)
         check_range("algorithm.options.fd_base_eps", self.fd_base_eps, low=0.0, low_open=True)
+        if self.fd_base_eps != FD_BASE_EPS and self.fisher != "finite-difference":
+            raise ConfigError(f"algorithm.options.fd_base_eps applies to fisher: finite-difference only (fisher is "
+                              f"{self.fisher!r}); drop it or set algorithm.options.fisher=finite-difference")
 
 
 @dataclass(frozen=True)
