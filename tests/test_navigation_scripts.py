@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import pickle
 import sys
 from pathlib import Path
 
@@ -82,3 +83,23 @@ def test_fd_products_agree_with_the_exact_ones_at_the_references_eps_and_collaps
     collapsed = run("1e-8")
     assert collapsed["grad_product_difference"] > 0.8, collapsed
     assert collapsed["theta_norm"] == reference["theta_norm"]  # the same policy and batch both times
+
+
+def test_paper_episodes_reads_saved_paths_and_refuses_code(tmp_path, capsys):
+    """paper_episodes.py on hand-made rllab paths: episode count, exp(log_std) and mean end position; a pickle
+    that would call a function is refused."""
+    script = _navigation_script("paper_episodes")
+    paths = [{"observations": np.array([[0.0, 0.0], [x, 2 * x]], dtype=np.float32),
+              "agent_infos": {"log_std": np.log(np.full((2, 2), [0.5, 0.25], dtype=np.float32))}}
+             for x in (0.1, 0.3)]
+    (tmp_path / "maml_paths_itr0.pkl").write_bytes(pickle.dumps(paths, protocol=0))
+    assert script.main([str(tmp_path), "--prefix", "maml"]) == 0
+    assert capsys.readouterr().out.strip() == "maml_paths_itr0.pkl: 2 episodes, std [0.5, 0.25], mean end [0.2, 0.4]"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran code",))
+
+    (tmp_path / "maml_paths_itr1.pkl").write_bytes(pickle.dumps([Payload()]))
+    assert script.main([str(tmp_path), "--prefix", "maml"]) == 2
+    assert "ran code" not in capsys.readouterr().out
