@@ -1,6 +1,10 @@
-"""Shared fixtures: tiny policies and hand-made episode batches for the math tests."""
+"""Shared fixtures: tiny policies and hand-made episode batches for the math tests; loading scripts as modules."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +74,14 @@ def meta_batch(learner, train, valid):
     adapted = adapt(learner.policy, task_params(shared, valid.num_tasks), list(train), learner.maml.fast_lr,
                     create_graph=False, loss=learner.inner_loss)
     return MetaBatch(train=tuple(train), valid=valid, adapted=adapted)
+
+
+def load_script(path: Path):  # type: ignore[no-untyped-def]
+    """A script outside the packages (experiments/, benchmarks/) as a module, registered in ``sys.modules`` under
+    its file name (dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module

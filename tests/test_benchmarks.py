@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -95,10 +96,7 @@ def test_evaluation_speed_on_the_warp_backend_and_its_errors():
 
 
 def load_locomotion_throughput():
-    spec = importlib.util.spec_from_file_location("locomotion_throughput", BENCHMARKS / "locomotion_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "locomotion_throughput.py")
 
 
 def test_largest_n_doubles_until_an_allocation_fails(monkeypatch, capsys):

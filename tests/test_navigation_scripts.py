@@ -3,29 +3,22 @@ hand-built batch): the README's 2D-navigation figures come from them."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from maml_rl.episodes import Episodes
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _navigation_script(name: str):  # type: ignore[no-untyped-def]
     """A script of experiments/navigation-2d as a module (the folder's name is not a package name)."""
-    path = ROOT / "experiments" / "navigation-2d" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "experiments" / "navigation-2d" / f"{name}.py")
 
 
 def test_hover_return_matches_the_closed_form_for_one_and_two_steps():

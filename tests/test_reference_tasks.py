@@ -6,10 +6,8 @@ order or threshold were wrong, the returns would not line up with the tasks as t
 draws are the controls)."""
 
 import dataclasses
-import importlib.util
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +19,14 @@ from maml_rl.config import load_config
 from maml_rl.errors import EvaluationError
 from maml_rl.evaluation import Protocol, held_out_tasks, protocol_for
 from maml_rl.reference_tasks import REFERENCE_TASK_SETS, ReferenceTaskSet, reference_task_set
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = json.loads((ROOT / "experiments" / "paper-results.json").read_text())["families"]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _script(name: str):  # type: ignore[no-untyped-def]
+    return load_script(ROOT / "experiments" / f"{name}.py")
 
 
 def paper(family: str, row: str, k: int) -> np.ndarray:
