@@ -96,3 +96,40 @@ def test_paper_episodes_reads_saved_paths_and_refuses_code(tmp_path, capsys):
     (tmp_path / "maml_paths_itr1.pkl").write_bytes(pickle.dumps([Payload()]))
     assert script.main([str(tmp_path), "--prefix", "maml"]) == 2
     assert "ran code" not in capsys.readouterr().out
+
+
+def test_pre_update_kl_is_the_closed_form_gaussian_kl_and_the_exact_step_meets_its_bound():
+    """pre_update_kl.py on one small real meta-batch: shifting the output bias by δ (σ = 1) gives Σ δ²/2 on any
+    observations, a log-std shift c gives Σ (c + e^{−2c}/2 − 1/2). With a smooth (tanh) policy both products' full
+    steps have the post-update KL max_kl to second order (small max_kl). With ReLU at the initial policy they do not:
+    every episode starts at (0, 0), where every first-layer unit sits on its kink (zero biases), so the inner
+    gradient, hence the adapted policy, jumps under any step (README, "the reference's ε")."""
+    fd_products, script = _navigation_script("fd_products"), _navigation_script("pre_update_kl")
+    small = ["maml.meta_batch_size=4", "maml.fast_batch_size=4", "policy.hidden_sizes=[32, 32]", "env.horizon=50",
+             "algorithm.options.fisher=finite-difference", "algorithm.options.fd_base_eps=1.0",
+             "algorithm.options.max_kl=1e-6", "train.num_threads=1"]
+
+    def learner_and_batch(*extra: str):  # type: ignore[no-untyped-def]
+        trainer, batch = fd_products.one_batch(fd_products.load_config(fd_products.PRESET, [*small, *extra]), None,
+                                               None)
+        return trainer.metalearner, batch
+
+    learner, batch = learner_and_batch("policy.activation=tanh")
+    old = {name: p.detach().clone() for name, p in learner.policy.named_parameters()}
+    assert script.pre_update_kl(learner, old, old, batch) == 0.0
+    bias = next(name for name in old if name.endswith(".bias") and old[name].numel() == 2)
+    shifted = {**old, bias: old[bias] + torch.tensor([0.3, -0.2])}
+    assert math.isclose(script.pre_update_kl(learner, old, shifted, batch), (0.09 + 0.04) / 2, rel_tol=1e-5)
+    c = 0.25
+    wider = {**old, "log_std": old["log_std"] + c}
+    assert math.isclose(script.pre_update_kl(learner, old, wider, batch), 2 * (c + math.exp(-2 * c) / 2 - 0.5),
+                        rel_tol=1e-5)
+    smooth = script.measure(learner, batch)
+    assert math.isclose(smooth.exact.post, 1e-6, rel_tol=0.1), smooth
+    assert math.isclose(smooth.finite_difference.post, 1e-6, rel_tol=0.2), smooth
+    assert smooth.exact.pre > 0 and smooth.finite_difference.pre > 0 and smooth.inner_norm > 0, smooth
+    kinked = script.measure(*learner_and_batch())
+    assert kinked.exact.post > 10 * 1e-6, kinked
+    sizes = [a for key in small[:4] for a in ("--set", key)]
+    assert script.main(["--iterations", "2", *sizes]) == 0
+    assert script.main(["--iterations", "1", "--fisher", "exact", *sizes]) == 0
