@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from maml_rl.config import Config, load_config
 from maml_rl.episodes import by_task
 from maml_rl.metalearners.maml_trpo import MAMLTRPO, _Old
 from maml_rl.optim.trpo import adapted_gauss_newton_vector_product, conjugate_gradient, per_task_flat_grad
-from maml_rl.policies import task_leaves
+from maml_rl.policies import Params, task_leaves
 from maml_rl.trainer import Trainer
 
 PRESET = Path(__file__).with_name("paper.yaml")
@@ -44,26 +45,58 @@ class Comparison:
     fd_step_finite: bool
 
 
-def compare(learner: MAMLTRPO, batch: MetaBatch, seed: int = 0) -> Comparison:
-    """Products and conjugate-gradient solutions of both kinds at the learner's current policy."""
+@dataclasses.dataclass(frozen=True)
+class Products:
+    """One meta-batch at the learner's current policy ``θ`` (flat ``[P]``, ``names``/``like`` its pieces): the
+    meta-gradient ``[P]``, both Fisher-vector products ``[P] -> [P]`` (damping included), the adapted path
+    ``[θ_0 … θ_K]`` (per task ``[M, ...]``) and the step's constants ``old``."""
+
+    names: list[str]
+    like: list[torch.Tensor]
+    theta: torch.Tensor
+    grad: torch.Tensor
+    exact: Callable[[torch.Tensor], torch.Tensor]
+    finite_difference: Callable[[torch.Tensor], torch.Tensor]
+    path: list[Params]
+    old: _Old
+
+
+def products(learner: MAMLTRPO, batch: MetaBatch, fd_base_eps: float | None = None) -> Products:
+    """The meta-gradient and both products as ``MAMLTRPO.step`` builds them; the finite-difference one at
+    ``fd_base_eps`` (default: the learner's own), whatever the learner's ``fisher``."""
     train, valid, m = batch.train, batch.valid, batch.num_tasks
     shared = {name: p.detach() for name, p in learner.policy.named_parameters()}
-    path = learner.adapted_path(task_leaves(shared, m), train, m, create_graph=True)
-    dist = learner._validation_dist(path[-1], valid)
-    old_dist = tuple(x.detach() for x in dist)
-    old = _Old(old_dist, learner.policy.log_prob(old_dist, by_task(valid.actions, m)))
-    losses = learner.surrogate(dist, valid, old.log_probs)
-    layers = [list(p.values()) for p in path]
-    grad = per_task_flat_grad(losses.sum() / m, layers[0], retain_graph=True).sum(0)
+    with torch.enable_grad():
+        path = learner.adapted_path(task_leaves(shared, m), train, m, create_graph=True)
+        dist = learner._validation_dist(path[-1], valid)
+        old_dist = tuple(x.detach() for x in dist)
+        old = _Old(old_dist, learner.policy.log_prob(old_dist, by_task(valid.actions, m)))
+        losses = learner.surrogate(dist, valid, old.log_probs)
+        layers = [list(p.values()) for p in path]
+        grad = per_task_flat_grad(losses.sum() / m, layers[0], retain_graph=True).sum(0)
+        per_task = adapted_gauss_newton_vector_product(layers, dist,
+                                                       lambda d: learner.kl(old_dist, d, valid).sum() / m)
     damping = learner.settings.cg_damping
-    per_task = adapted_gauss_newton_vector_product(layers, dist, lambda d: learner.kl(old_dist, d, valid).sum() / m)
 
     def exact(vector: torch.Tensor) -> torch.Tensor:
         return per_task(vector).sum(0).detach() + damping * vector
 
     names, like = list(shared), list(shared.values())
     theta = torch.cat([p.reshape(-1) for p in like])
-    finite_difference = learner._finite_difference_product(names, like, theta, batch, old_dist)
+    own = learner.settings
+    if fd_base_eps is not None:
+        learner.settings = dataclasses.replace(own, fisher="finite-difference", fd_base_eps=fd_base_eps)
+    try:  # the product reads its ε from the settings when it is built
+        finite_difference = learner._finite_difference_product(names, like, theta, batch, old_dist)
+    finally:
+        learner.settings = own
+    return Products(names, like, theta, grad, exact, finite_difference, path, old)
+
+
+def compare(learner: MAMLTRPO, batch: MetaBatch, seed: int = 0) -> Comparison:
+    """Products and conjugate-gradient solutions of both kinds at the learner's current policy."""
+    got = products(learner, batch)
+    grad, exact, finite_difference, theta = got.grad, got.exact, got.finite_difference, got.theta
     noise = torch.randn(grad.shape, generator=torch.Generator().manual_seed(seed), dtype=grad.dtype)
     random = noise * float(grad.norm() / noise.norm())
 

@@ -34,10 +34,13 @@ from maml_rl.collect import MetaBatch
 from maml_rl.config import load_config
 from maml_rl.episodes import by_task
 from maml_rl.losses import mean_kl
-from maml_rl.metalearners.maml_trpo import MAMLTRPO, _Old
-from maml_rl.optim.trpo import adapted_gauss_newton_vector_product, conjugate_gradient, per_task_flat_grad
-from maml_rl.policies import Params, batched_forward, task_leaves, task_params
+from maml_rl.metalearners.maml_trpo import MAMLTRPO
+from maml_rl.optim.trpo import conjugate_gradient
+from maml_rl.policies import Params, batched_forward, task_params
 from maml_rl.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fd_products import products  # a sibling script, not a package
 
 PRESET = Path(__file__).with_name("paper.yaml")
 
@@ -85,33 +88,14 @@ def _full_step(product: Callable[[Tensor], Tensor], grad: Tensor, learner: MAMLT
 def measure(learner: MAMLTRPO, batch: MetaBatch, fd_base_eps: float = 1.0) -> Measurement:
     """Both products' full steps from the learner's current policy on ``batch`` (the learner's own meta-gradient);
     the finite-difference one at ``fd_base_eps``, whatever the learner's own ``fisher``."""
-    train, valid, m = batch.train, batch.valid, batch.num_tasks
-    shared = {name: p.detach() for name, p in learner.policy.named_parameters()}
-    names, like = list(shared), list(shared.values())
-    theta = torch.cat([p.reshape(-1) for p in like])
+    got = products(learner, batch, fd_base_eps)
+    names, like, theta, path, old = got.names, got.like, got.theta, got.path, got.old
+    shared = dict(zip(names, like, strict=True))
     with torch.enable_grad():
-        path = learner.adapted_path(task_leaves(shared, m), train, m, create_graph=True)
-        dist = learner._validation_dist(path[-1], valid)
-        old_dist = tuple(x.detach() for x in dist)
-        old = _Old(old_dist, learner.policy.log_prob(old_dist, by_task(valid.actions, m)))
-        layers = [list(p.values()) for p in path]
-        losses = learner.surrogate(dist, valid, old.log_probs)
-        grad = per_task_flat_grad(losses.sum() / m, layers[0], retain_graph=True).sum(0)
-        per_task = adapted_gauss_newton_vector_product(layers, dist, lambda d: learner.kl(old_dist, d, valid).sum() / m)
-        damping = learner.settings.cg_damping
-
-        def exact(vector: Tensor) -> Tensor:
-            return per_task(vector).sum(0).detach() + damping * vector
-
-        own = learner.settings
-        learner.settings = dataclasses.replace(own, fisher="finite-difference", fd_base_eps=fd_base_eps)
-        try:  # the product reads its ε from the settings when it is built
-            fd = learner._finite_difference_product(names, like, theta, batch, old_dist)
-        finally:
-            learner.settings = own
-        steps = {"exact": _full_step(exact, grad, learner, False), "fd": _full_step(fd, grad, learner, True)}
+        steps = {"exact": _full_step(got.exact, got.grad, learner, False),
+                 "fd": _full_step(got.finite_difference, got.grad, learner, True)}
     inner = torch.stack([torch.cat([(path[-1][n][i] - shared[n]).reshape(-1) for n in names]).norm()
-                         for i in range(m)]).mean()
+                         for i in range(batch.num_tasks)]).mean()
 
     def kls(step: Tensor) -> StepKL:
         if not bool(torch.isfinite(step).all()):
@@ -119,7 +103,7 @@ def measure(learner: MAMLTRPO, batch: MetaBatch, fd_base_eps: float = 1.0) -> Me
         new = learner._unflatten(names, like, theta - step)
         with torch.no_grad():
             _, new_dist = learner.objective(new, batch, old, create_graph=False)
-            post = float(learner.kl(old_dist, new_dist, valid).mean())
+            post = float(learner.kl(old.dist, new_dist, batch.valid).mean())
         return StepKL(post, pre_update_kl(learner, shared, new, batch), float(step.norm()))
 
     a, b = steps["exact"], steps["fd"]
