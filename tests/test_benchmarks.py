@@ -209,3 +209,16 @@ def test_frozen_rounds_prints_both_batches_and_that_they_keep_the_same_episodes(
     frozen, plain = (int(line.split(" kept env steps, ")[1].split()[0].replace(",", ""))
                      for line in out.splitlines() if " simulated, " in line)
     assert frozen < plain, out
+
+
+def test_fisher_products_prints_both_steps_their_ratio_and_how_alike_they_are():
+    """A smooth (tanh) policy, where the finite-difference products at the reference's ε measure the same curvature
+    as the exact ones: the two steps point the same way."""
+    out = run_script(
+        "fisher_products.py", "navigation-2d/paper", "--repeats", "1", "--set", "maml.meta_batch_size=4",
+        "--set", "maml.fast_batch_size=4", "--set", "env.horizon=30", "--set", "policy.hidden_sizes=[16, 16]",
+        "--set", "policy.activation=tanh",
+    )
+    assert "outer step, exact" in out and "outer step, finite-difference" in out, out
+    assert float(out.split("finite-difference / exact: ")[1].split("x")[0]) > 0, out
+    assert float(out.split("cosine between the two steps: ")[1].split()[0]) > 0.8, out
