@@ -103,7 +103,7 @@ def test_pre_update_kl_is_the_closed_form_gaussian_kl_and_the_exact_step_meets_i
     observations, a log-std shift c gives Σ (c + e^{−2c}/2 − 1/2). With a smooth (tanh) policy both products' full
     steps have the post-update KL max_kl to second order (small max_kl). With ReLU at the initial policy they do not:
     every episode starts at (0, 0), where every first-layer unit sits on its kink (zero biases), so the inner
-    gradient, hence the adapted policy, jumps under any step (README, "the reference's ε")."""
+    gradient, hence the adapted policy, jumps under any step (docs/architecture.md §5)."""
     fd_products, script = _navigation_script("fd_products"), _navigation_script("pre_update_kl")
     small = ["maml.meta_batch_size=4", "maml.fast_batch_size=4", "policy.hidden_sizes=[32, 32]", "env.horizon=50",
              "algorithm.options.fisher=finite-difference", "algorithm.options.fd_base_eps=1.0",
