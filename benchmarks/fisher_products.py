@@ -23,11 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from packed_steps import trainer_for
+from packed_steps import one_meta_batch, trainer_for
 
-import envs
-from maml_rl.build import pool_meta_batch
-from maml_rl.collect import collect, pack_batch
+from maml_rl.collect import pack_batch
 from maml_rl.metalearners.maml_trpo import FD_BASE_EPS, MAMLTRPO
 
 
@@ -43,15 +41,7 @@ def main() -> None:
         config, learner = trainer.config, trainer.metalearner
         if not isinstance(learner, MAMLTRPO):
             sys.exit(f"{config.algorithm.name} takes no TRPO step: use a maml-trpo or pretrained config")
-        m = trainer.num_tasks
-        tasks = (trainer.family.sample_tasks(m, trainer.generators.tasks) if trainer.task_pool is None
-                 else pool_meta_batch(trainer.task_pool, m))
-        trainer.env.set_tasks(envs.repeat_tasks(tasks, trainer.per_task))
-        start = time.perf_counter()
-        batch = collect(trainer.env, trainer.policy, learner.shared_params(), config, m,
-                        [config.maml.fast_lr] * learner.num_inner_steps, trainer.generators, learner.inner_loss,
-                        budget=trainer.step_budget, baseline_scope=config.maml.baseline_scope)
-        print(f"iteration {trainer.iteration}: sampled in {time.perf_counter() - start:.1f} s")
+        batch = one_meta_batch(trainer)
         data = pack_batch(batch) if learner.packs_steps(learner.settings) else batch
         own = learner.settings
         kinds = {"exact": dataclasses.replace(own, fisher="exact", fd_base_eps=FD_BASE_EPS),

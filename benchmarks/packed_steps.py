@@ -28,7 +28,7 @@ from meta_iteration import load_and_describe
 
 import envs
 from maml_rl.build import pool_meta_batch
-from maml_rl.collect import collect, pack_batch
+from maml_rl.collect import MetaBatch, collect, pack_batch
 from maml_rl.config import load_config
 from maml_rl.trainer import Trainer
 
@@ -42,6 +42,21 @@ def trainer_for(source: str, overrides: list[str], scratch: Path) -> Trainer:
         print(f"run: {source} (latest checkpoint)")
         return Trainer(config, run, resume=True)
     return Trainer(load_and_describe(source, overrides), scratch / "run")
+
+
+def one_meta_batch(trainer: Trainer) -> MetaBatch:
+    """Draw the trainer's next tasks and sample one meta-batch with its policy, as an iteration does; prints the
+    seconds it took."""
+    config, learner, m = trainer.config, trainer.metalearner, trainer.num_tasks
+    tasks = (trainer.family.sample_tasks(m, trainer.generators.tasks) if trainer.task_pool is None
+             else pool_meta_batch(trainer.task_pool, m))
+    trainer.env.set_tasks(envs.repeat_tasks(tasks, trainer.per_task))
+    start = time.perf_counter()
+    batch = collect(trainer.env, trainer.policy, learner.shared_params(), config, m,
+                    [config.maml.fast_lr] * learner.num_inner_steps, trainer.generators, learner.inner_loss,
+                    budget=trainer.step_budget, baseline_scope=config.maml.baseline_scope)
+    print(f"iteration {trainer.iteration}: sampled in {time.perf_counter() - start:.1f} s")
+    return batch
 
 
 def source_arguments(description: str, what: str) -> argparse.Namespace:
@@ -62,14 +77,7 @@ def main() -> None:
             sys.exit(f"{config.algorithm.name} with these options needs episodes: the trainer does not pack its "
                      "batches")
         m = trainer.num_tasks
-        tasks = (trainer.family.sample_tasks(m, trainer.generators.tasks) if trainer.task_pool is None
-                 else pool_meta_batch(trainer.task_pool, m))
-        trainer.env.set_tasks(envs.repeat_tasks(tasks, trainer.per_task))
-        start = time.perf_counter()
-        batch = collect(trainer.env, trainer.policy, learner.shared_params(), config, m,
-                        [config.maml.fast_lr] * learner.num_inner_steps, trainer.generators, learner.inner_loss,
-                        budget=trainer.step_budget, baseline_scope=config.maml.baseline_scope)
-        print(f"iteration {trainer.iteration}: sampled in {time.perf_counter() - start:.1f} s")
+        batch = one_meta_batch(trainer)
         start = time.perf_counter()
         packed = pack_batch(batch)
         print(f"packing: {time.perf_counter() - start:.3f} s")
