@@ -16,6 +16,14 @@ before it), read back from the batched simulator. Gymnasium's Ant-v5 calls ``mj_
 ``mj_step``; with Ant's RK4 integrator that reads the contacts of the last Runge-Kutta stage instead, so the
 two differ (with an Euler integrator they are identical). ``v_x`` (``v_y``) and the goal distance use the torso's
 current position ``qpos[0:2]``; Ant-v5 reads ``xpos`` of the torso, which lags one physics step behind.
+
+``centre_of_mass=True`` rewards as the MAML reference's ``AntEnvRand`` and ``AntEnvRandDirec``
+(``rllab/envs/mujoco/ant_env_rand*.py`` in cbfinn/maml_rl): ``v_x`` (``v_y``) is the linear velocity of the torso
+subtree's centre of mass (the whole robot) at the state after the step, not the torso's displacement over it, and
+the observation appends that centre of mass's position (3 values, before the oracle's). The rest of the reference's
+observation (``qpos[0:2]``, the torso's rotation matrix, contact forces of the world body) and its model
+(docs/reproduction.md, "The reference's Ant") are not reproduced. Ant goal's reward reads the torso's position,
+which the option leaves as it is.
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ class AntFamily(LocomotionFamily):
         use_contact_forces: contact cost and contact forces in the observation (default False).
         backend: "native" (MuJoCo on the CPU) or "warp" (``mujoco_warp``); see ``LocomotionFamily``.
         frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
+        centre_of_mass: reward the torso subtree's centre-of-mass velocity after the step and append its position
+            to the observation, as the MAML reference's rllab Ant environments did (module docstring); see
+            ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "ant"
@@ -55,6 +66,7 @@ class AntFamily(LocomotionFamily):
     survive_reward: ClassVar[float] = 0.05
     healthy_z_range: ClassVar[tuple[float, float]] = (0.2, 1.0)
     supports_contact_forces: ClassVar[bool] = True
+    supports_centre_of_mass: ClassVar[bool] = True
 
     def _state_obs_dim(self) -> int:
         contact = (self.model.nbody - 1) * 6 if self.use_contact_forces else 0

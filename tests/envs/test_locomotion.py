@@ -15,6 +15,7 @@ from gymnasium.utils.env_checker import check_env
 import envs.locomotion
 from envs.base import make_family
 from envs.locomotion import FAMILIES, LocomotionVectorEnv, load_model
+from envs.locomotion.ant import AntDir
 from envs.locomotion.models import ASSET_DIR
 
 #: the families of the MAML paper, tested here; the newer ones in test_locomotion_new_families.py
@@ -595,9 +596,59 @@ def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name)
     np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
 
 
+@pytest.mark.parametrize("name", ["ant-vel", "ant-dir"])
+def test_ant_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name):
+    # the MAML reference's AntEnvRand / AntEnvRandDirec: reward on the torso subtree's centre-of-mass x velocity
+    # after the step (0.02 s: two of gymnasium's 0.01 s physics steps), observation [qpos[2:], qvel, com]; the
+    # trajectory is the plain one
+    env = make_env(name, 3, seed=2, frame_skip=2, centre_of_mass=True)
+    plain = make_env(name, 3, seed=2, frame_skip=2)
+    model = plain_models["ant"]
+    assert env.family.obs_dim == 30 and env.observation_space.shape == (3, 30)
+    env.reset(seed=4)
+    qpos0, qvel0 = env.get_state()
+    plain.set_state(qpos0, qvel0)
+    actions = np.random.default_rng(6).uniform(-1.2, 1.2, (20, 3, model.nu)).astype(np.float32)
+    datas = []
+    for i in range(3):
+        data = mujoco.MjData(model)
+        data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
+        mujoco.mj_forward(model, data)
+        datas.append(data)
+    obs = env.set_state(qpos0, qvel0)
+    for i, data in enumerate(datas):
+        np.testing.assert_allclose(obs[i, 27:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
+    task = env.task_rows[env.family.task_key]
+    for t, action in enumerate(actions):
+        obs, reward, terminated, _, info = env.step(action)
+        plain_obs, plain_reward, *_ = plain.step(action)
+        assert not terminated.any()
+        np.testing.assert_array_equal(obs[:, :27], plain_obs)
+        for i, data in enumerate(datas):
+            a = np.clip(action[i], -1, 1).astype(np.float64)
+            data.ctrl[:] = a
+            mujoco.mj_step(model, data, nstep=2)
+            mujoco.mj_forward(model, data)
+            com, com_velocity = _rllab_centre_of_mass(model, data)
+            vx = com_velocity[0]
+            task_term = -abs(vx - task[i]) + 1.0 if name == "ant-vel" else task[i] * vx
+            message = f"env {i} step {t}"
+            np.testing.assert_allclose(obs[i, 27:], com, rtol=1e-6, atol=1e-7, err_msg=message)
+            np.testing.assert_allclose(info["x_velocity"][i], vx, rtol=1e-5, atol=1e-6, err_msg=message)
+            expected = task_term - 0.005 * float(np.square(a).sum()) + 0.05
+            np.testing.assert_allclose(reward[i], expected, rtol=1e-5, atol=1e-5, err_msg=message)
+        assert not np.allclose(reward, plain_reward, atol=1e-3), "the two velocities should differ"
+    np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
+
+
 def test_centre_of_mass_option_is_refused_where_it_is_not_built():
-    with pytest.raises(ValueError, match="ant-vel has no centre_of_mass option"):
-        make_family("ant-vel", centre_of_mass=True)
+    class AntDirWithout(AntDir):
+        supports_centre_of_mass = False
+
+    with pytest.raises(ValueError, match="ant-dir has no centre_of_mass option"):
+        AntDirWithout(centre_of_mass=True)
+    with pytest.raises(ValueError, match=r"bad options .*'centre_of_mass'.* for task family 'hopper-params'"):
+        make_family("hopper-params", centre_of_mass=True)
     with pytest.raises(ValueError, match="centre_of_mass must be a bool"):
         make_family("halfcheetah-vel", centre_of_mass="yes")
     with pytest.raises(ValueError, match="native backend only"):
