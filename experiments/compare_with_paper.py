@@ -10,11 +10,17 @@ a row of the paper) and each step k this prints the two means ± standard errors
 
 ``--pair I=ROW``: the evaluation's I-th row (0-based, the order of its table) against the paper's ROW (``maml``,
 ``pretrained``, ``random``, ``oracle``); default ``0=maml``.
+
+``--split EDGES`` (comma-separated, increasing): also compare within groups of tasks cut at those values of the
+task parameter (families with one number per task: the velocity families' goal velocity, the direction families'
+±1), e.g. ``--split 1,2`` for goal velocities in [0, 1), [1, 2) and [2, 3]: per group and step, the number of
+tasks, both means and the paired difference ± its standard error.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -79,6 +85,50 @@ def compare(evaluation: dict[str, Any], paper: dict[str, Any], index: int, row: 
     return [StepComparison(k, a, b) for k, (a, b) in enumerate(zip(ours, theirs, strict=False))]
 
 
+def task_values(evaluation: dict[str, Any]) -> np.ndarray:
+    """``[n]`` the task parameter of each of the evaluation's tasks; ``ValueError`` unless it is one number per task."""
+    tasks = evaluation["protocol"].get("tasks") or {}
+    if len(tasks) != 1:
+        raise ValueError(f"--split needs one task parameter, the evaluation has {sorted(tasks) or 'none'}")
+    (name, values), = tasks.items()
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"--split needs one number per task; {name!r} has shape {list(array.shape)[1:]} per task")
+    return array
+
+
+def split_rows(steps: list[StepComparison], values: np.ndarray, edges: list[float]) -> list[list[str]]:
+    """Table rows (group, k, n, ours, paper, paired difference ± SE) of the tasks cut at ``edges`` of ``values``."""
+    group_of = np.searchsorted(np.asarray(edges), values, side="right")  # group g: edges[g-1] <= value < edges[g]
+    bounds = [-np.inf, *edges, np.inf]
+    rows = []
+    for group in range(len(edges) + 1):
+        members = group_of == group
+        label = f"[{bounds[group]:g}, {bounds[group + 1]:g})"
+        for step in steps:
+            if not members.any():
+                rows.append([label, str(step.k), "0", "", "", ""])
+                continue
+            difference = step.ours[members] - step.paper[members]
+            stderr = StepComparison._stderr(difference) if members.sum() > 1 else float("nan")
+            rows.append([label, str(step.k), str(int(members.sum())), f"{step.ours[members].mean():.2f}",
+                         f"{step.paper[members].mean():.2f}", f"{difference.mean():+.2f} ± {stderr:.2f}"])
+    return rows
+
+
+SPLIT_HEADER = ["tasks with parameter in", "k", "n", "ours", "paper", "ours − paper (paired)"]
+
+
+def _edges(text: str) -> list[float]:
+    try:
+        edges = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if any(b <= a for a, b in itertools.pairwise(edges)) or not all(np.isfinite(edges)):
+        raise argparse.ArgumentTypeError(f"edges must be finite and increasing, got {text!r}")
+    return edges
+
+
 def _table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
@@ -97,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair", type=_pair, action="append", metavar="I=ROW",
                         help="the evaluation's I-th row against the paper's ROW (default: 0=maml); repeatable")
     parser.add_argument("--paper", type=Path, default=PAPER_RESULTS, help="the paper's per-task results")
+    parser.add_argument("--split", type=_edges, metavar="EDGES",
+                        help="also compare within groups of tasks cut at these values of the task parameter, e.g. 1,2")
     args = parser.parse_args(argv)
     try:
         evaluation = json.loads((args.evaluation / "adaptation.json").read_text())
@@ -106,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{evaluation['policies'][index]['label']} against the paper's {row} row "
                   f"({evaluation['protocol']['family']}, the reference's {len(steps[0].ours)} tasks)")
             print(_table([HEADER, *(step.cells() for step in steps)]))
+            if args.split is not None:
+                print(_table([SPLIT_HEADER, *split_rows(steps, task_values(evaluation), args.split)]))
     except (OSError, ValueError, KeyError) as error:
         print(f"compare_with_paper: error: {error}", file=sys.stderr)
         return 2

@@ -168,3 +168,30 @@ def test_compare_with_paper_pairs_tasks_and_refuses_sampled_tasks(tmp_path, caps
     (tmp_path / "adaptation.json").write_text(json.dumps(evaluation))
     assert compare.main([str(tmp_path)]) == 2
     assert "rerun maml-rl evaluate with --tasks reference" in capsys.readouterr().err
+
+
+def test_compare_with_paper_splits_tasks_by_their_parameter(tmp_path, capsys):
+    compare = _script("compare_with_paper")
+    velocities = np.linspace(0.0, 3.0, 40)
+    shift = np.select([velocities < 1.0, velocities < 2.0], [1.0, 2.0], 3.0)  # a known gap per group
+    steps = [{"returns": (paper("ant-vel", "maml", k) + shift).tolist()} for k in range(4)]
+    protocol = {"task_set": "reference", "family": "ant-vel", "tasks": {"velocity": velocities.tolist()}}
+    evaluation = {"protocol": protocol, "policies": [{"label": "ours", "steps": steps}]}
+    (tmp_path / "adaptation.json").write_text(json.dumps(evaluation))
+    assert compare.main([str(tmp_path), "--split", "1,2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    groups = [line.split() for line in lines[7:]]
+    assert len(groups) == 12  # 3 groups x k = 0 … 3
+    group_members = {"1)": velocities < 1, "2)": (velocities >= 1) & (velocities < 2), "inf)": velocities >= 2}
+    for row in groups:
+        label_end, k, n = row[1], int(row[2]), int(row[3])
+        members = group_members[label_end]
+        assert n == members.sum()
+        assert float(row[5]) == pytest.approx(paper("ant-vel", "maml", k)[members].mean(), abs=0.006)
+        assert row[6] == f"+{shift[members][0]:.2f}" and row[8] == "0.00"
+    evaluation["protocol"]["tasks"] = {"goal": [[0.0, 0.1]] * 40}
+    (tmp_path / "adaptation.json").write_text(json.dumps(evaluation))
+    assert compare.main([str(tmp_path), "--split", "1"]) == 2
+    assert "one number per task" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare.main([str(tmp_path), "--split", "2,1"])
