@@ -552,59 +552,26 @@ def _rllab_centre_of_mass(model: mujoco.MjModel, data: mujoco.MjData) -> tuple[n
     return position[1] / mass[1], momenta[1] / mass[1]
 
 
-@pytest.mark.parametrize("name", ["halfcheetah-vel", "halfcheetah-dir"])
+#: family -> (robot, the reference's frame skip, observation size without the centre of mass, task term of the
+#: reward from the centre of mass's x velocity and the task, control cost weight, survive bonus)
+RLLAB_CENTRE_OF_MASS = {
+    "halfcheetah-vel": ("half_cheetah", 1, 17, lambda vx, goal: -abs(vx - goal), 0.05, 0.0),
+    "halfcheetah-dir": ("half_cheetah", 1, 17, lambda vx, direction: direction * vx, 0.05, 0.0),
+    "ant-vel": ("ant", 2, 27, lambda vx, goal: -abs(vx - goal) + 1.0, 0.005, 0.05),
+    "ant-dir": ("ant", 2, 27, lambda vx, direction: direction * vx, 0.005, 0.05),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RLLAB_CENTRE_OF_MASS))
 def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name):
-    # the MAML reference's HalfCheetahEnvRand: obs [qpos[1:], qvel, com], reward on the com's x velocity after the
-    # step; the trajectory itself is the plain one (the extra mj_forward after each step changes nothing)
-    env = make_env(name, 3, seed=2, frame_skip=1, centre_of_mass=True)
-    plain = make_env(name, 3, seed=2, frame_skip=1)
-    model = plain_models["half_cheetah"]
-    assert env.family.obs_dim == 20 and env.observation_space.shape == (3, 20)
-    env.reset(seed=4)
-    qpos0, qvel0 = env.get_state()
-    plain.set_state(qpos0, qvel0)
-    actions = np.random.default_rng(6).uniform(-1.2, 1.2, (25, 3, model.nu)).astype(np.float32)
-    datas = []
-    for i in range(3):
-        data = mujoco.MjData(model)
-        data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
-        mujoco.mj_forward(model, data)
-        datas.append(data)
-    obs = env.set_state(qpos0, qvel0)
-    for i, data in enumerate(datas):
-        np.testing.assert_allclose(obs[i, 17:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
-    task = env.task_rows[env.family.task_key]
-    for t, action in enumerate(actions):
-        obs, reward, _, _, info = env.step(action)
-        plain_obs, plain_reward, *_ = plain.step(action)
-        np.testing.assert_array_equal(obs[:, :17], plain_obs)
-        for i, data in enumerate(datas):
-            a = np.clip(action[i], -1, 1).astype(np.float64)
-            data.ctrl[:] = a
-            mujoco.mj_step(model, data)
-            mujoco.mj_forward(model, data)
-            com, com_velocity = _rllab_centre_of_mass(model, data)
-            vx = com_velocity[0]
-            task_term = -abs(vx - task[i]) if name == "halfcheetah-vel" else task[i] * vx
-            message = f"env {i} step {t}"
-            np.testing.assert_allclose(obs[i, 17:], com, rtol=1e-6, atol=1e-7, err_msg=message)
-            np.testing.assert_allclose(info["x_velocity"][i], vx, rtol=1e-5, atol=1e-6, err_msg=message)
-            np.testing.assert_allclose(reward[i], task_term - 0.05 * float(np.square(a).sum()), rtol=1e-5, atol=1e-5,
-                                       err_msg=message)
-        assert not np.allclose(reward, plain_reward, atol=1e-3), "the two velocities should differ"
-    np.testing.assert_array_equal(env.get_state()[0], plain.get_state()[0])
-    np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
-
-
-@pytest.mark.parametrize("name", ["ant-vel", "ant-dir"])
-def test_ant_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name):
-    # the MAML reference's AntEnvRand / AntEnvRandDirec: reward on the torso subtree's centre-of-mass x velocity
-    # after the step (0.02 s: two of gymnasium's 0.01 s physics steps), observation [qpos[2:], qvel, com]; the
-    # trajectory is the plain one
-    env = make_env(name, 3, seed=2, frame_skip=2, centre_of_mass=True)
-    plain = make_env(name, 3, seed=2, frame_skip=2)
-    model = plain_models["ant"]
-    assert env.family.obs_dim == 30 and env.observation_space.shape == (3, 30)
+    # the MAML reference's HalfCheetahEnvRand(Direc) and AntEnvRand(Direc): obs [state, com], reward on the com's x
+    # velocity after the step (at the reference's time step); the trajectory itself is the plain one (the extra
+    # mj_forward after each step changes nothing)
+    robot, frame_skip, state_dim, task_term, ctrl_cost, survive = RLLAB_CENTRE_OF_MASS[name]
+    env = make_env(name, 3, seed=2, frame_skip=frame_skip, centre_of_mass=True)
+    plain = make_env(name, 3, seed=2, frame_skip=frame_skip)
+    model = plain_models[robot]
+    assert env.family.obs_dim == state_dim + 3 and env.observation_space.shape == (3, state_dim + 3)
     env.reset(seed=4)
     qpos0, qvel0 = env.get_state()
     plain.set_state(qpos0, qvel0)
@@ -617,27 +584,27 @@ def test_ant_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, n
         datas.append(data)
     obs = env.set_state(qpos0, qvel0)
     for i, data in enumerate(datas):
-        np.testing.assert_allclose(obs[i, 27:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(obs[i, state_dim:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
     task = env.task_rows[env.family.task_key]
     for t, action in enumerate(actions):
         obs, reward, terminated, _, info = env.step(action)
         plain_obs, plain_reward, *_ = plain.step(action)
         assert not terminated.any()
-        np.testing.assert_array_equal(obs[:, :27], plain_obs)
+        np.testing.assert_array_equal(obs[:, :state_dim], plain_obs)
         for i, data in enumerate(datas):
             a = np.clip(action[i], -1, 1).astype(np.float64)
             data.ctrl[:] = a
-            mujoco.mj_step(model, data, nstep=2)
+            mujoco.mj_step(model, data, nstep=frame_skip)
             mujoco.mj_forward(model, data)
             com, com_velocity = _rllab_centre_of_mass(model, data)
             vx = com_velocity[0]
-            task_term = -abs(vx - task[i]) + 1.0 if name == "ant-vel" else task[i] * vx
+            expected = task_term(vx, task[i]) - ctrl_cost * float(np.square(a).sum()) + survive
             message = f"env {i} step {t}"
-            np.testing.assert_allclose(obs[i, 27:], com, rtol=1e-6, atol=1e-7, err_msg=message)
+            np.testing.assert_allclose(obs[i, state_dim:], com, rtol=1e-6, atol=1e-7, err_msg=message)
             np.testing.assert_allclose(info["x_velocity"][i], vx, rtol=1e-5, atol=1e-6, err_msg=message)
-            expected = task_term - 0.005 * float(np.square(a).sum()) + 0.05
             np.testing.assert_allclose(reward[i], expected, rtol=1e-5, atol=1e-5, err_msg=message)
         assert not np.allclose(reward, plain_reward, atol=1e-3), "the two velocities should differ"
+    np.testing.assert_array_equal(env.get_state()[0], plain.get_state()[0])
     np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
 
 
