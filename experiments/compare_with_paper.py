@@ -33,6 +33,11 @@ PAPER_RESULTS = Path(__file__).with_name("paper-results.json")
 ROWS = ("maml", "pretrained", "random", "oracle")
 
 
+def standard_error(x: np.ndarray) -> float:
+    """The standard error of the mean of ``x`` ``[n]`` (sample standard deviation / √n)."""
+    return float(np.std(x, ddof=1) / np.sqrt(len(x)))
+
+
 @dataclass(frozen=True)
 class StepComparison:
     """One step ``k`` of one pair, over the same ``n`` tasks."""
@@ -41,17 +46,14 @@ class StepComparison:
     ours: np.ndarray
     paper: np.ndarray
 
-    @staticmethod
-    def _stderr(x: np.ndarray) -> float:
-        return float(np.std(x, ddof=1) / np.sqrt(len(x)))
 
     def cells(self) -> list[str]:
         difference = self.ours - self.paper
         return [
             f"{self.k}",
-            f"{self.ours.mean():.2f} ± {self._stderr(self.ours):.2f}",
-            f"{self.paper.mean():.2f} ± {self._stderr(self.paper):.2f}",
-            f"{difference.mean():+.2f} ± {self._stderr(difference):.2f}",
+            f"{self.ours.mean():.2f} ± {standard_error(self.ours):.2f}",
+            f"{self.paper.mean():.2f} ± {standard_error(self.paper):.2f}",
+            f"{difference.mean():+.2f} ± {standard_error(difference):.2f}",
             f"{np.median(self.ours):.2f} / {np.median(self.paper):.2f}",
             f"{self.ours.min():.2f} / {self.paper.min():.2f}",
             f"{int((self.ours > self.paper).sum())} of {len(self.ours)}",
@@ -110,7 +112,7 @@ def split_rows(steps: list[StepComparison], values: np.ndarray, edges: list[floa
                 rows.append([label, str(step.k), "0", "", "", ""])
                 continue
             difference = step.ours[members] - step.paper[members]
-            stderr = StepComparison._stderr(difference) if members.sum() > 1 else float("nan")
+            stderr = standard_error(difference) if members.sum() > 1 else float("nan")
             rows.append([label, str(step.k), str(int(members.sum())), f"{step.ours[members].mean():.2f}",
                          f"{step.paper[members].mean():.2f}", f"{difference.mean():+.2f} ± {stderr:.2f}"])
     return rows
