@@ -103,8 +103,8 @@ def test_ant_velocity_short_run_improves_post_adaptation_return(tmp_path):
 
 @pytest.mark.slow
 def test_ant_direction_full_size_run_learns_to_adapt(tmp_path):
-    """Ant direction learns to adapt only once its meta-batch is large: at 8 × 8, 10 × 10, 20 × 10 and 10 × 20
-    (tasks × episodes) its adaptation gain stayed within about ±1 of a control run's over 25–40 iterations (README,
+    """Ant direction learns to adapt only once its meta-batch is large: at 8 × 8, 10 × 10, 20 × 10 and 10 × 20 (tasks ×
+    episodes) its adaptation gain stayed within about ±1 of a control run's over 25–40 iterations (docs/results.md,
     Ant). So this is the modern preset at full size (40 × 20, horizon 100) for 30 iterations: about 18 minutes on
     one core here, the longest test. Seed 1 on the development machine: adaptation gain (post − pre) 0.50 over the
     first five iterations, 3.67 over the last five; post-adaptation return 5.45 → 8.43, while the pre-adaptation

@@ -1,5 +1,5 @@
 """The analysis scripts of experiments/navigation-2d against independent computations (a closed form, a
-hand-built batch): the README's 2D-navigation figures come from them."""
+hand-built batch): the 2D-navigation figures of docs/results.md come from them."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _navigation_script(name: str):  # type: ignore[no-untyped-def]
 
 def test_hover_return_matches_the_closed_form_for_one_and_two_steps():
     """One step: E‖0.1σε‖ = 0.1σ√(π/2). Two steps: the second is paid unless the first ended inside the box,
-    which happens with probability p = P(|0.1σε₁| < 0.01)² (the README's hovering estimate, 2D navigation)."""
+    which happens with probability p = P(|0.1σε₁| < 0.01)² (the hovering estimate of docs/results.md, 2D navigation)."""
     hover = _navigation_script("hover_return")
     sigma, n = 0.2, 400_000  # 0.1σ = 0.02: the ±0.1 clip is 5 standard deviations away, negligible
     one = 0.1 * sigma * math.sqrt(math.pi / 2)

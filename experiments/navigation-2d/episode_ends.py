@@ -5,7 +5,7 @@ later steps) and reports, per step ``k``, for the tasks whose return at ``k = 2`
 rest: the mean return, episodes per task, the fraction of episodes that reached the goal (ended before the
 horizon), their mean length and the mean distance from the goal where they ended. Then the end position of the
 ``k = 0`` episodes (one policy for every task: its drift) and the mean end position of every tail task at
-``k = 1`` and ``k = 2``. README, "2D navigation: the reference's sample budgets and evaluation batch".
+``k = 1`` and ``k = 2``. docs/results.md, "2D navigation: the reference's sample budgets and evaluation batch".
 
     python experiments/navigation-2d/episode_ends.py results/navigation-2d-fisher-compare/exact-seed1 \\
         --episodes 40 --budget-steps 4000

@@ -5,7 +5,7 @@
 Samples one meta-batch of ``navigation-2d/paper`` (or of RUN_DIR's config, with its checkpoint's policy), then
 compares ``fisher: finite-difference`` at ``fd_base_eps`` with ``fisher: exact`` on it: the products of the
 meta-gradient ``g`` and of a random vector of ``g``'s size (relative difference ``‖a − b‖ / ‖a‖``), and conjugate
-gradient's solutions (cosine, norms, ``sᵀFs``). README, "On the paper's own held-out tasks".
+gradient's solutions (cosine, norms, ``sᵀFs``). docs/results.md, "On the paper's own held-out tasks".
 """
 
 from __future__ import annotations

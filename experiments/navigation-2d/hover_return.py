@@ -4,7 +4,7 @@ An idealized policy whose mean aims exactly at the goal from wherever the point 
 ``clip(scale·σ·ε, −MAX_ACTION, MAX_ACTION)`` from the goal (``ε ~ N(0, I₂)``, ``scale`` the preset's 1/10 action
 scaling), earns ``−‖p − g‖₂``, and the episode ends once ``‖p − g‖∞ < GOAL_TOLERANCE`` (envs/navigation.py). The
 printed mean is what hovering alone costs an adapted episode that reached its goal with ``steps`` steps left: an
-estimate of how much of a median return a given σ accounts for (README, "2D navigation: the reference's sample
+estimate of how much of a median return a given σ accounts for (docs/results.md, "2D navigation: the reference's sample
 budgets and evaluation batch").
 
     python experiments/navigation-2d/hover_return.py --sigma 0.43 0.62 --steps 95

@@ -6,7 +6,7 @@ cbfinn/maml_rl keeps the episodes of one evaluation task per row and step (``icm
 list of rllab paths with ``observations`` and ``agent_infos["log_std"]``). For each file this prints the number of
 episodes, the policy's standard deviation (``exp(log_std)``, per action dimension, mean over steps) and the mean
 position where the episodes end. The pickles hold numpy arrays; they are read with an unpickler that admits
-numpy's array constructors and nothing else. README, "On the paper's own held-out tasks".
+numpy's array constructors and nothing else. docs/results.md, "On the paper's own held-out tasks".
 """
 
 from __future__ import annotations

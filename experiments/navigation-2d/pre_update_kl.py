@@ -14,7 +14,7 @@ line search) of both products, exact and finite-difference (at E), and prints pe
 - ``cos``: the cosine between the two full steps; ``inner``: the inner step's mean norm ``‖θ'_m − θ‖``;
 - the meta-batch's returns before and after adaptation as sampled (before this iteration's step).
 
-README, "On the paper's own held-out tasks", paragraph "The reference's ε".
+docs/results.md, "On the paper's own held-out tasks", paragraph "The reference's ε".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the 2D-navigation results in the README (MAML, pretrained, oracle, random; paper preset, seed 1).
+# Reproduce the 2D-navigation results of docs/results.md (MAML, pretrained, oracle, random; paper preset, seed 1).
 # About 11 min (MAML) + 4 min (pretrained) + 4 min (oracle) + 15 s (evaluation) on a 2-core CPU.
 set -euo pipefail
 out="${1:-runs/navigation-2d}"
