@@ -346,7 +346,8 @@ def check_comparable(rows: Sequence[Row]) -> None:
     """Rows must share the task family, the horizon, the action scale and, for the MuJoCo families, the physics steps
     per env step and the rewarded velocity (their returns are compared on the same tasks, and the paper and modern
     presets are never mixed: docs/architecture.md §5; a HalfCheetah stepping 0.01 s is another task than one stepping
-    0.05 s, and one rewarded on its centre of mass's velocity another than one rewarded on its root's)."""
+    0.05 s, one rewarded on its centre of mass's velocity another than one rewarded on its root's, and an Ant of the
+    reference's model another than gymnasium's)."""
 
     def settings(config: Config) -> dict[str, Any]:
         family = build_family(config)
@@ -354,7 +355,8 @@ def check_comparable(rows: Sequence[Row]) -> None:
                 "env.action_scale": config.env.action_scale,
                 # None for the families without physics; the family itself must match anyway
                 "env.options.frame_skip": getattr(family, "frame_skip", None),
-                "env.options.centre_of_mass": getattr(family, "centre_of_mass", None)}
+                "env.options.centre_of_mass": getattr(family, "centre_of_mass", None),
+                "env.options.reference_model": getattr(family, "reference_model", None)}
 
     first = settings(rows[0].config)
     for row in rows[1:]:
@@ -362,8 +364,8 @@ def check_comparable(rows: Sequence[Row]) -> None:
             if value != first[key]:
                 raise EvaluationError(
                     f"--compare: {row.label} has {key}={value!r} but {rows[0].label} has {first[key]!r}; only runs "
-                    "of the same task family, horizon, action scale, frame skip and centre-of-mass option can be "
-                    "compared"
+                    "of the same task family, horizon, action scale, frame skip, centre-of-mass and reference-model "
+                    "options can be compared"
                 )
 
 

@@ -24,6 +24,14 @@ the observation appends that centre of mass's position (3 values, before the ora
 observation (``qpos[0:2]``, the torso's rotation matrix, contact forces of the world body) and its model
 (docs/reproduction.md, "The reference's Ant") are not reproduced. Ant goal's reward reads the torso's position,
 which the option leaves as it is.
+
+``reference_model=True`` takes the physics and the start state of the reference's rllab ``ant.xml``
+(``models.REFERENCE_MODEL``): one RK4 step of 0.02 s per env step, where gymnasium's model takes two of 0.01 s at
+``frame_skip`` 2; every geom's contact impedance ``solimp .8 .8 .01`` instead of MuJoCo's default ``.9 .95 .001``;
+the start pose of the file's ``init_qpos`` (torso at 0.55, ankles bent to ±1 rad) with N(0, 0.01) noise on qpos
+and N(0, 0.1) on qvel, where gymnasium starts the torso at 0.75 with the legs flat and U(−0.1, 0.1) qpos noise.
+Combined with ``centre_of_mass`` and ``use_contact_forces`` it is the reference's Ant but for the observation's
+other columns (``qpos[0:2]``, the torso's rotation matrix, the world body's contact forces).
 """
 
 from __future__ import annotations
@@ -58,6 +66,9 @@ class AntFamily(LocomotionFamily):
         centre_of_mass: reward the torso subtree's centre-of-mass velocity after the step and append its position
             to the observation, as the MAML reference's rllab Ant environments did (module docstring); see
             ``LocomotionFamily``.
+        reference_model: the MAML reference's rllab ``ant.xml``: one 0.02-s step per env step, contact impedance
+            ``solimp .8 .8 .01``, the torso started at 0.55 with the ankles bent (``models.REFERENCE_MODEL``); see
+            ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "ant"
@@ -67,6 +78,7 @@ class AntFamily(LocomotionFamily):
     healthy_z_range: ClassVar[tuple[float, float]] = (0.2, 1.0)
     supports_contact_forces: ClassVar[bool] = True
     supports_centre_of_mass: ClassVar[bool] = True
+    supports_reference_model: ClassVar[bool] = True
 
     def _state_obs_dim(self) -> int:
         contact = (self.model.nbody - 1) * 6 if self.use_contact_forces else 0

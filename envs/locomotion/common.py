@@ -18,7 +18,8 @@ velocity of a family's tracked position (``_position``: the root's x for planar 
 the centre of mass's xy for Humanoid) is ``(p_after − p_before) / dt``; resets draw ``qpos = qpos0 +
 U(−s, s)`` and ``qvel = s · N(0, 1)`` (HalfCheetah, Ant) or ``U(−s, s)`` (Hopper, Walker2d, Humanoid), per
 sub-environment in that order, with the robot's ``reset_noise_scale`` ``s``, from the generator seeded by
-``reset(seed=...)``.
+``reset(seed=...)``; with ``reference_model``, the MAML reference's start state instead (its pose plus normal noise,
+``models.REFERENCE_MODEL``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch import Tensor
 from envs._actions import ActionValidator
 from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import BatchedSim, default_num_threads
-from envs.locomotion.models import ROBOT_FRAME_SKIP, centre_of_mass_adr, load_model
+from envs.locomotion.models import REFERENCE_MODEL, ROBOT_FRAME_SKIP, centre_of_mass_adr, load_model
 from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
 from envs.locomotion.warp_sim import WarpSim
 
@@ -196,6 +197,10 @@ class LocomotionFamily(TaskFamily):
             velocity at the state after the step (rllab's ``get_body_comvel``) instead of the tracked position's
             displacement over the step, and the observation appends its position ``[x, y, z]`` (rllab's
             ``get_body_com``) after the state part (docs/reproduction.md).
+        reference_model: the MAML reference's rllab model of the robot (only robots with
+            ``supports_reference_model``; ``models.REFERENCE_MODEL``): its time step stepped once per env step
+            (``frame_skip`` must be 1 or unset), its contact impedance, and its start state (``init_qpos`` with
+            normal noise, as rllab's ``reset_mujoco``) instead of gymnasium's.
     """
 
     default_horizon: int = 200
@@ -208,6 +213,7 @@ class LocomotionFamily(TaskFamily):
     task_shape: ClassVar[tuple[int, ...]] = ()
     supports_contact_forces: ClassVar[bool] = False
     supports_centre_of_mass: ClassVar[bool] = False
+    supports_reference_model: ClassVar[bool] = False
     #: gymnasium v5's ``reset_noise_scale`` and the distribution of the qvel noise (``RESET_QVEL_NOISE``)
     reset_noise_scale: ClassVar[float] = 0.1
     reset_qvel_noise: ClassVar[str] = "normal"
@@ -228,8 +234,10 @@ class LocomotionFamily(TaskFamily):
         backend: str = "native",
         frame_skip: int | None = None,
         centre_of_mass: bool = False,
+        reference_model: bool = False,
     ) -> None:
-        flags = (("oracle", oracle), ("use_contact_forces", use_contact_forces), ("centre_of_mass", centre_of_mass))
+        flags = (("oracle", oracle), ("use_contact_forces", use_contact_forces), ("centre_of_mass", centre_of_mass),
+                 ("reference_model", reference_model))
         for name, flag in flags:
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -243,18 +251,39 @@ class LocomotionFamily(TaskFamily):
             raise ValueError(f"{self.name} has no contact-force option")
         if centre_of_mass and not self.supports_centre_of_mass:
             raise ValueError(f"{self.name} has no centre_of_mass option")
+        if reference_model and not self.supports_reference_model:
+            raise ValueError(f"{self.name} has no reference_model option")
+        if reference_model and frame_skip not in (None, 1):
+            raise ValueError(f"reference_model steps the reference's time step once per env step, as rllab did: "
+                             f"frame_skip must be 1 or unset, got {frame_skip!r}")
         self.oracle = bool(oracle)
         self.num_threads = default_num_threads() if num_threads is None else num_threads
         self.use_contact_forces = bool(use_contact_forces)
         self.backend = backend
         self.centre_of_mass = bool(centre_of_mass)
+        self.reference_model = bool(reference_model)
         #: the shared, read-only MuJoCo model
-        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass)
+        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass,
+                                                self.reference_model)
         #: where the centre-of-mass position (3) and linear velocity (3) start in ``sensordata``
         self._com_adr = centre_of_mass_adr(self.model) if self.centre_of_mass else -1
         #: physics steps per environment step, and the environment step in seconds
-        self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
-                           else check_positive_int(frame_skip, "frame_skip"))
+        if self.reference_model:
+            self.frame_skip = 1
+        else:
+            self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
+                               else check_positive_int(frame_skip, "frame_skip"))
+        #: the start pose ``[nq]`` and the reset noise: (distribution, scale) of the qpos and the qvel noise, each
+        #: "uniform" on ``[-scale, scale]`` or "normal" with standard deviation ``scale``
+        if self.reference_model:
+            reference = REFERENCE_MODEL[self.robot]
+            self.init_qpos = np.array(reference.init_qpos, dtype=np.float64)
+            self.qpos_noise = ("normal", reference.qpos_noise_std)
+            self.qvel_noise = ("normal", reference.qvel_noise_std)
+        else:
+            self.init_qpos = self.model.qpos0.copy()
+            self.qpos_noise = ("uniform", self.reset_noise_scale)
+            self.qvel_noise = (self.reset_qvel_noise, self.reset_noise_scale)
         self.dt = float(self.model.opt.timestep) * self.frame_skip
         self.task_dim = sum(int(np.prod(shape)) for shape in self.task_shapes.values())
         #: observation columns of the robot's state, then with the centre of mass (``centre_of_mass``): the columns
@@ -454,7 +483,7 @@ class LocomotionVectorEnv(MetaVectorEnv):
         dtype, sim_device = sim.dtype, sim.device
         low, high = (torch.as_tensor(model.actuator_ctrlrange[:, i], dtype=dtype, device=sim_device) for i in (0, 1))
         self._ctrl_center, self._ctrl_half_range = (high + low) / 2, (high - low) / 2
-        self._init_qpos = torch.as_tensor(model.qpos0, dtype=dtype, device=sim_device)
+        self._init_qpos = torch.as_tensor(family.init_qpos, dtype=dtype, device=sim_device)
         self._init_qvel = torch.zeros(model.nv, dtype=dtype, device=sim_device)
         #: reset noise on the device (warp), seeded by ``reset(seed=...)``; None: numpy ``np_random`` (native)
         self.generator: torch.Generator | None = None
@@ -617,22 +646,28 @@ class LocomotionVectorEnv(MetaVectorEnv):
         return value.numpy() if self.sim.host_arrays else value
 
     def _reset_noise(self) -> tuple[Tensor, Tensor]:
-        """Start states ``qpos [N, nq]``, ``qvel [N, nv]``: noise drawn for every row of the batch (``set_rows``),
-        this shard's rows kept."""
-        rows, own, scale = self.batch_rows, self.own_rows, self.family.reset_noise_scale
-        nq, nv, uniform_qvel = len(self._init_qpos), len(self._init_qvel), self.family.reset_qvel_noise == "uniform"
-        if self.generator is None:  # native: numpy, in gymnasium's order (qpos, then qvel)
+        """Start states ``qpos [N, nq]``, ``qvel [N, nv]``: the family's start pose and zero velocities plus its
+        reset noise (``family.qpos_noise``, ``family.qvel_noise``), drawn for every row of the batch (``set_rows``),
+        this shard's rows kept; qpos first, then qvel, as gymnasium and rllab draw them."""
+        rows, own = self.batch_rows, self.own_rows
+        shapes = ((rows, len(self._init_qpos)), (rows, len(self._init_qvel)))
+        noise = [self._draw(kind, scale, shape)[own] for (kind, scale), shape in
+                 zip((self.family.qpos_noise, self.family.qvel_noise), shapes, strict=True)]
+        return self._init_qpos + noise[0], self._init_qvel + noise[1]
+
+    def _draw(self, kind: str, scale: float, shape: tuple[int, int]) -> Tensor:
+        """``shape`` noise, "uniform" on ``[-scale, scale]`` or "normal" with standard deviation ``scale``: numpy's
+        ``np_random`` natively (gymnasium's calls, so one sub-environment reproduces its start states), the torch
+        generator on the device for warp."""
+        if self.generator is None:
             rng = self.np_random
-            qpos = self._init_qpos + torch.from_numpy(rng.uniform(-scale, scale, (rows, nq))[own])
-            if uniform_qvel:
-                return qpos, self._init_qvel + torch.from_numpy(rng.uniform(-scale, scale, (rows, nv))[own])
-            return qpos, self._init_qvel + scale * torch.from_numpy(rng.standard_normal((rows, nv))[own])
+            if kind == "uniform":
+                return torch.from_numpy(rng.uniform(-scale, scale, shape))
+            return scale * torch.from_numpy(rng.standard_normal(shape))
         device, generator = self.sim.device, self.generator
-        uniform = torch.rand((rows, nq), generator=generator, device=device)[own]
-        qpos = self._init_qpos + scale * (2 * uniform - 1)
-        if uniform_qvel:
-            return qpos, scale * (2 * torch.rand((rows, nv), generator=generator, device=device)[own] - 1)
-        return qpos, scale * torch.randn((rows, nv), generator=generator, device=device)[own]
+        if kind == "uniform":
+            return scale * (2 * torch.rand(shape, generator=generator, device=device) - 1)
+        return scale * torch.randn(shape, generator=generator, device=device)
 
     def _start(self, mask: Tensor, qpos: Tensor, qvel: Tensor) -> Any:
         assert self._tasks is not None

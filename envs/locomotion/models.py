@@ -16,6 +16,10 @@ so the physics is gymnasium's. Two details of loading them:
   (position, 3) then ``subtreelinvel`` (linear velocity, 3), the two quantities rllab's ``MujocoEnv`` read as
   ``com_subtree`` and ``body_comvels`` (docs/reproduction.md). They are read from ``sensordata`` at the offset
   ``centre_of_mass_adr(model)``.
+* With the reference's model requested (``REFERENCE_MODEL``: Ant only), the compiled copy takes the MAML reference's
+  time step and contact impedance, the two physical settings in which its rllab ``ant.xml`` differs from gymnasium's
+  (docs/reproduction.md, "The reference's Ant"); nothing else changes. Its start state is the environment's part
+  (``ReferenceModel.init_qpos`` and the noise scales).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium
@@ -49,6 +54,41 @@ CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
 #: the names of the sensors added for the torso subtree's centre of mass: position, then linear velocity
 COM_SENSORS = ("maml_rl_subtree_com", "maml_rl_subtree_linvel")
 
+@dataclass(frozen=True)
+class ReferenceModel:
+    """Where the MAML reference's rllab model of a robot differs from gymnasium's v5 file, in its physics and its
+    start state (docs/reproduction.md, "The reference's Ant").
+
+    Attributes:
+        timestep: seconds per physics step (``<option timestep>``); rllab stepped it once per env step.
+        solimp: every geom's contact impedance (MuJoCo's five values; rllab's files gave the first three and MuJoCo
+            fills the other two with their defaults 0.5 and 2).
+        init_qpos: the start pose ``[nq]`` (the file's ``<numeric name="init_qpos">``, which rllab's ``MujocoEnv``
+            reads and gymnasium does not).
+        qpos_noise_std, qvel_noise_std: standard deviations of the normal noise rllab's ``reset_mujoco`` adds to
+            ``init_qpos`` and to zero velocities.
+    """
+
+    timestep: float
+    solimp: tuple[float, float, float, float, float]
+    init_qpos: tuple[float, ...]
+    qpos_noise_std: float
+    qvel_noise_std: float
+
+
+#: robot -> its reference model: cbfinn/maml_rl ``vendor/mujoco_models/ant.xml`` (``timestep="0.02"``, ``solimp=".8
+#: .8 .01"`` in the default class of every geom, floor included; the torso at 0.55 with the ankles bent to ±1 rad) and
+#: ``rllab/envs/mujoco/mujoco_env.py`` (``reset_mujoco``: N(0, 0.01) on qpos, N(0, 0.1) on qvel)
+REFERENCE_MODEL: dict[str, ReferenceModel] = {
+    "ant": ReferenceModel(
+        timestep=0.02,
+        solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
+        init_qpos=(0.0, 0.0, 0.55, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0),
+        qpos_noise_std=0.01,
+        qvel_noise_std=0.1,
+    ),
+}
+
 _KNOWN_LOAD_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
 
 
@@ -68,24 +108,35 @@ def _quiet_mujoco_log() -> Iterator[list[str]]:
 
 
 @functools.cache
-def load_model(robot: str, contact_forces: bool = False, centre_of_mass: bool = False) -> mujoco.MjModel:
+def load_model(
+    robot: str, contact_forces: bool = False, centre_of_mass: bool = False, reference_model: bool = False
+) -> mujoco.MjModel:
     """The compiled model of ``robot`` (a key of ``ROBOT_XML``), cached per process.
 
     Args:
         robot: a key of ``ROBOT_XML``.
         contact_forces: add the sensor that makes every step compute ``cfrc_ext`` (see module docstring).
         centre_of_mass: add the sensors of the torso subtree's centre of mass (see module docstring).
+        reference_model: the MAML reference's time step and contact impedance (``REFERENCE_MODEL``; see module
+            docstring).
 
     Returns:
         A shared ``MjModel``: treat it as read-only (``mujoco.batch.Batch`` copies it).
     """
     if robot not in ROBOT_XML:
         raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOT_XML)}")
+    if reference_model and robot not in REFERENCE_MODEL:
+        raise ValueError(f"no reference model for {robot!r}; robots with one: {sorted(REFERENCE_MODEL)}")
     path = str(ASSET_DIR / ROBOT_XML[robot])
     with _quiet_mujoco_log():
-        if not (contact_forces or centre_of_mass):
+        if not (contact_forces or centre_of_mass or reference_model):
             return mujoco.MjModel.from_xml_path(path)
         spec = mujoco.MjSpec.from_file(path)
+        if reference_model:
+            reference = REFERENCE_MODEL[robot]
+            spec.option.timestep = reference.timestep
+            for geom in spec.geoms:
+                geom.solimp = list(reference.solimp)
         torso = spec.bodies[1].name  # bodies[0] is the world
         sensors = [(CONTACT_SENSOR, mujoco.mjtSensor.mjSENS_FRAMELINACC)] if contact_forces else []
         if centre_of_mass:

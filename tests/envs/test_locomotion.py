@@ -161,6 +161,87 @@ def test_frame_skip_option_steps_the_physics_that_many_times(plain_models):
         make_family("halfcheetah-vel", frame_skip=0)
 
 
+#: the MAML reference's rllab Ant, written out from cbfinn/maml_rl ``vendor/mujoco_models/ant.xml`` (``timestep``,
+#: the default class's ``solimp`` with MuJoCo's two trailing defaults, ``init_qpos``) and ``rllab/envs/mujoco/
+#: mujoco_env.py`` (``reset_mujoco``'s noise), independently of ``envs.locomotion.models.REFERENCE_MODEL``
+RLLAB_ANT_TIMESTEP = 0.02
+RLLAB_ANT_SOLIMP = [0.8, 0.8, 0.01, 0.5, 2.0]
+RLLAB_ANT_INIT_QPOS = np.array([0.0, 0.0, 0.55, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0])
+
+
+def test_reference_model_steps_and_starts_as_the_reference_ant(plain_models):
+    """``reference_model``: one 0.02-s step per env step, every geom's contact impedance ``.8 .8 .01``, the start
+    pose ``init_qpos`` plus N(0, 0.01) on qpos and N(0, 0.1) on qvel (qpos drawn first, from the seeded generator),
+    and nothing else of gymnasium's model changed. Stepped against gymnasium's compiled model with those two fields
+    written into it directly; the default contact impedance gives another trajectory, so the test sees it."""
+    env = make_env("ant-vel", 3, seed=1, reference_model=True)
+    family, plain = env.family, plain_models["ant"]
+    assert family.frame_skip == 1 and family.dt == pytest.approx(RLLAB_ANT_TIMESTEP)
+    assert family.model.opt.timestep == RLLAB_ANT_TIMESTEP
+    np.testing.assert_array_equal(family.model.geom_solimp, np.tile(RLLAB_ANT_SOLIMP, (plain.ngeom, 1)))
+    for field in ("body_mass", "body_inertia", "body_pos", "jnt_range", "dof_damping", "dof_armature", "geom_friction",
+                  "geom_solref", "geom_margin", "geom_size", "actuator_gear", "actuator_ctrlrange", "qpos0"):
+        np.testing.assert_array_equal(getattr(family.model, field), getattr(plain, field), err_msg=field)
+    edited = mujoco.MjModel.from_xml_path(str(ASSET_DIR / "ant.xml"))
+    edited.opt.timestep = RLLAB_ANT_TIMESTEP
+    default_contacts = mujoco.MjModel.from_xml_path(str(ASSET_DIR / "ant.xml"))
+    default_contacts.opt.timestep = RLLAB_ANT_TIMESTEP
+    edited.geom_solimp[:] = RLLAB_ANT_SOLIMP
+
+    env.reset(seed=9)
+    rng, _ = gym.utils.seeding.np_random(9)
+    expected_qpos = RLLAB_ANT_INIT_QPOS + 0.01 * rng.standard_normal((3, plain.nq))
+    expected_qvel = 0.1 * rng.standard_normal((3, plain.nv))
+    qpos0, qvel0 = env.get_state()
+    np.testing.assert_array_equal(qpos0, expected_qpos)
+    np.testing.assert_array_equal(qvel0, expected_qvel)
+
+    actions = np.random.default_rng(4).uniform(-1.2, 1.2, (25, 3, plain.nu)).astype(np.float32)
+    datas = []
+    for model in (edited, default_contacts):
+        row = []
+        for i in range(3):
+            data = mujoco.MjData(model)
+            data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
+            mujoco.mj_forward(model, data)
+            row.append(data)
+        datas.append(row)
+    goal = env.task_rows["velocity"]
+    for t, action in enumerate(actions):
+        _, reward, terminated, _, _ = env.step(action)
+        for model, row in zip((edited, default_contacts), datas, strict=True):
+            for i, data in enumerate(row):
+                a = np.clip(action[i], -1, 1).astype(np.float64)
+                x_before = data.qpos[0]
+                data.ctrl[:] = a
+                mujoco.mj_step(model, data, nstep=1)
+                if model is edited:
+                    vx = (data.qpos[0] - x_before) / RLLAB_ANT_TIMESTEP
+                    expected = -abs(vx - goal[i]) + 1.0 - 0.005 * float(np.square(a).sum()) + 0.05
+                    np.testing.assert_allclose(reward[i], expected, rtol=1e-5, atol=1e-5, err_msg=f"env {i} step {t}")
+                    assert terminated[i] == (not 0.2 <= data.qpos[2] <= 1.0), (i, t)
+    qpos_end = env.get_state()[0]
+    np.testing.assert_array_equal(qpos_end, np.stack([data.qpos for data in datas[0]]))
+    assert np.abs(qpos_end - np.stack([data.qpos for data in datas[1]])).max() > 1e-3, "contacts should matter"
+
+
+def test_reference_model_is_refused_where_it_is_not_built():
+    class AntDirWithout(AntDir):
+        supports_reference_model = False
+
+    with pytest.raises(ValueError, match="ant-dir has no reference_model option"):
+        AntDirWithout(reference_model=True)
+    with pytest.raises(ValueError, match=r"bad options .*'reference_model'.* for task family 'halfcheetah-vel'"):
+        make_family("halfcheetah-vel", reference_model=True)
+    with pytest.raises(ValueError, match="reference_model must be a bool"):
+        make_family("ant-vel", reference_model=1)
+    with pytest.raises(ValueError, match="frame_skip must be 1 or unset, got 2"):
+        make_family("ant-vel", reference_model=True, frame_skip=2)
+    assert make_family("ant-vel", reference_model=True, frame_skip=1).dt == pytest.approx(RLLAB_ANT_TIMESTEP)
+    with pytest.raises(ValueError, match="no reference model for 'hopper'"):
+        load_model("hopper", reference_model=True)
+
+
 def test_matches_gymnasium_v5_resets_and_observations(tmp_path, monkeypatch):
     """Same seed and actions as gymnasium's HalfCheetah-v5 / Ant-v5: identical reset noise, states, v_x."""
     monkeypatch.chdir(tmp_path)  # gymnasium's HalfCheetah load writes MUJOCO_LOG.TXT in the cwd
