@@ -90,6 +90,17 @@ def reference_rollout(model, family_name, task, qpos0, qvel0, actions, contact_f
     return out, data.qpos.copy(), data.qvel.copy()
 
 
+def mj_datas(model: mujoco.MjModel, qpos: np.ndarray, qvel: np.ndarray) -> list[mujoco.MjData]:
+    """One plain ``MjData`` per row of ``qpos [n, nq]``, ``qvel [n, nv]``, forwarded."""
+    datas = []
+    for row_qpos, row_qvel in zip(qpos, qvel, strict=True):
+        data = mujoco.MjData(model)
+        data.qpos[:], data.qvel[:] = row_qpos, row_qvel
+        mujoco.mj_forward(model, data)
+        datas.append(data)
+    return datas
+
+
 def make_env(name: str, num_envs: int, seed: int = 0, **options) -> LocomotionVectorEnv:
     family = make_family(name, **options)
     env = family.make_vector_env(num_envs)
@@ -197,15 +208,7 @@ def test_reference_model_steps_and_starts_as_the_reference_ant(plain_models):
     np.testing.assert_array_equal(qvel0, expected_qvel)
 
     actions = np.random.default_rng(4).uniform(-1.2, 1.2, (25, 3, plain.nu)).astype(np.float32)
-    datas = []
-    for model in (edited, default_contacts):
-        row = []
-        for i in range(3):
-            data = mujoco.MjData(model)
-            data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
-            mujoco.mj_forward(model, data)
-            row.append(data)
-        datas.append(row)
+    datas = [mj_datas(model, qpos0, qvel0) for model in (edited, default_contacts)]
     goal = env.task_rows["velocity"]
     for t, action in enumerate(actions):
         _, reward, terminated, _, _ = env.step(action)
@@ -225,16 +228,7 @@ def test_reference_model_steps_and_starts_as_the_reference_ant(plain_models):
     assert np.abs(qpos_end - np.stack([data.qpos for data in datas[1]])).max() > 1e-3, "contacts should matter"
 
 
-def test_reference_model_is_refused_where_it_is_not_built():
-    class AntDirWithout(AntDir):
-        supports_reference_model = False
-
-    with pytest.raises(ValueError, match="ant-dir has no reference_model option"):
-        AntDirWithout(reference_model=True)
-    with pytest.raises(ValueError, match=r"bad options .*'reference_model'.* for task family 'halfcheetah-vel'"):
-        make_family("halfcheetah-vel", reference_model=True)
-    with pytest.raises(ValueError, match="reference_model must be a bool"):
-        make_family("ant-vel", reference_model=1)
+def test_reference_model_steps_its_time_step_once_per_env_step():
     with pytest.raises(ValueError, match="frame_skip must be 1 or unset, got 2"):
         make_family("ant-vel", reference_model=True, frame_skip=2)
     assert make_family("ant-vel", reference_model=True, frame_skip=1).dt == pytest.approx(RLLAB_ANT_TIMESTEP)
@@ -657,12 +651,7 @@ def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name)
     qpos0, qvel0 = env.get_state()
     plain.set_state(qpos0, qvel0)
     actions = np.random.default_rng(6).uniform(-1.2, 1.2, (20, 3, model.nu)).astype(np.float32)
-    datas = []
-    for i in range(3):
-        data = mujoco.MjData(model)
-        data.qpos[:], data.qvel[:] = qpos0[i], qvel0[i]
-        mujoco.mj_forward(model, data)
-        datas.append(data)
+    datas = mj_datas(model, qpos0, qvel0)
     obs = env.set_state(qpos0, qvel0)
     for i, data in enumerate(datas):
         np.testing.assert_allclose(obs[i, state_dim:], _rllab_centre_of_mass(model, data)[0], rtol=1e-6, atol=1e-7)
@@ -689,15 +678,21 @@ def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name)
     np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
 
 
-def test_centre_of_mass_option_is_refused_where_it_is_not_built():
-    class AntDirWithout(AntDir):
-        supports_centre_of_mass = False
+#: robot option -> a family that does not take it at all
+NOT_TAKEN_BY = {"centre_of_mass": "hopper-params", "reference_model": "halfcheetah-vel"}
 
-    with pytest.raises(ValueError, match="ant-dir has no centre_of_mass option"):
-        AntDirWithout(centre_of_mass=True)
-    with pytest.raises(ValueError, match=r"bad options .*'centre_of_mass'.* for task family 'hopper-params'"):
-        make_family("hopper-params", centre_of_mass=True)
-    with pytest.raises(ValueError, match="centre_of_mass must be a bool"):
-        make_family("halfcheetah-vel", centre_of_mass="yes")
+
+@pytest.mark.parametrize("option", sorted(NOT_TAKEN_BY))
+def test_robot_options_are_refused_where_they_are_not_built(option):
+    without = type("AntDirWithout", (AntDir,), {f"supports_{option}": False})
+    with pytest.raises(ValueError, match=f"ant-dir has no {option} option"):
+        without(**{option: True})
+    with pytest.raises(ValueError, match=rf"bad options .*'{option}'.* for task family '{NOT_TAKEN_BY[option]}'"):
+        make_family(NOT_TAKEN_BY[option], **{option: True})
+    with pytest.raises(ValueError, match=f"{option} must be a bool"):
+        make_family("ant-vel", **{option: "yes"})
+
+
+def test_centre_of_mass_needs_the_native_backend():
     with pytest.raises(ValueError, match="native backend only"):
         make_family("halfcheetah-vel", centre_of_mass=True, backend="warp")
