@@ -1,7 +1,8 @@
 """The MuJoCo models of the locomotion families: gymnasium's MuJoCo v5 assets, loaded once per process.
 
-The XML files are the ones gymnasium ships (``gymnasium/envs/mujoco/assets``); nothing is copied or edited,
-so the physics is gymnasium's. Two details of loading them:
+The XML files are the ones gymnasium ships (``gymnasium/envs/mujoco/assets``); nothing is copied, and only the
+reference model (last item) edits the compiled physics, so by default the physics is gymnasium's. Details of loading
+them:
 
 * ``half_cheetah.xml`` uses the deprecated ``settotalmass`` compiler attribute, for which mujoco >= 4 emits
   a warning through its log handler, and the default handler appends it to ``MUJOCO_LOG.TXT`` in the working
@@ -53,6 +54,7 @@ ROBOT_FRAME_SKIP = {"half_cheetah": 5, "ant": 5, "hopper": 4, "walker2d": 4, "hu
 CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
 #: the names of the sensors added for the torso subtree's centre of mass: position, then linear velocity
 COM_SENSORS = ("maml_rl_subtree_com", "maml_rl_subtree_linvel")
+
 
 @dataclass(frozen=True)
 class ReferenceModel:
