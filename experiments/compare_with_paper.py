@@ -46,7 +46,6 @@ class StepComparison:
     ours: np.ndarray
     paper: np.ndarray
 
-
     def cells(self) -> list[str]:
         difference = self.ours - self.paper
         return [

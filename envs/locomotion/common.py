@@ -267,20 +267,18 @@ class LocomotionFamily(TaskFamily):
                                                 self.reference_model)
         #: where the centre-of-mass position (3) and linear velocity (3) start in ``sensordata``
         self._com_adr = centre_of_mass_adr(self.model) if self.centre_of_mass else -1
-        #: physics steps per environment step, and the environment step in seconds
-        if self.reference_model:
-            self.frame_skip = 1
-        else:
-            self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
-                               else check_positive_int(frame_skip, "frame_skip"))
-        #: the start pose ``[nq]`` and the reset noise: (distribution, scale) of the qpos and the qvel noise, each
-        #: "uniform" on ``[-scale, scale]`` or "normal" with standard deviation ``scale``
+        #: physics steps per environment step, the environment step in seconds, the start pose ``[nq]`` and the reset
+        #: noise: (distribution, scale) of the qpos and the qvel noise, each "uniform" on ``[-scale, scale]`` or
+        #: "normal" with standard deviation ``scale``
         if self.reference_model:
             reference = REFERENCE_MODEL[self.robot]
+            self.frame_skip = 1
             self.init_qpos = np.array(reference.init_qpos, dtype=np.float64)
             self.qpos_noise = ("normal", reference.qpos_noise_std)
             self.qvel_noise = ("normal", reference.qvel_noise_std)
         else:
+            self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
+                               else check_positive_int(frame_skip, "frame_skip"))
             self.init_qpos = self.model.qpos0.copy()
             self.qpos_noise = ("uniform", self.reset_noise_scale)
             self.qvel_noise = (self.reset_qvel_noise, self.reset_noise_scale)
