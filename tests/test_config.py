@@ -51,6 +51,19 @@ def test_reference_presets_step_the_reference_time(preset, seconds):
     assert family.dt == pytest.approx(seconds)
 
 
+PAPER_ANT_PRESETS = [f"{family}/{name}" for family in ("ant-vel", "ant-dir")
+                     for name in ("paper", "pretrained-reference", "oracle-reference")]
+
+
+@pytest.mark.parametrize("preset", PAPER_ANT_PRESETS)
+def test_the_papers_ant_presets_build_the_references_ant_environment(preset):
+    """Ant velocity and direction train on the reference's rllab Ant (docs/reproduction.md, "The reference's Ant"):
+    its model, the centre-of-mass reward and observation, and the clipped contact forces observed and costed."""
+    family = build_family(load_config(EXPERIMENTS / f"{preset}.yaml"))
+    assert (family.reference_model, family.centre_of_mass, family.use_contact_forces) == (True, True, True)
+    assert family.model.opt.timestep == pytest.approx(0.02) and family.frame_skip == 1
+
+
 @pytest.mark.parametrize("preset", sorted(str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.glob("*/*.yaml")))
 def test_presets_with_the_references_step_use_the_base_eps_it_ran_with(preset):
     """The reference's ConjugateGradientOptimizer builds ``FiniteDifferenceHvp(num_slices)``: base_eps = 1, not
