@@ -31,7 +31,8 @@ which the option leaves as it is.
 the start pose of the file's ``init_qpos`` (torso at 0.55, ankles bent to ±1 rad) with N(0, 0.01) noise on qpos
 and N(0, 0.1) on qvel, where gymnasium starts the torso at 0.75 with the legs flat and U(−0.1, 0.1) qpos noise.
 Combined with ``centre_of_mass`` and ``use_contact_forces`` it is the reference's Ant but for the observation's
-other columns (``qpos[0:2]``, the torso's rotation matrix, the world body's contact forces).
+other columns (``qpos[0:2]``, the torso's rotation matrix, the world body's contact forces). A list of parts
+(``reference_model=["time_step"]``, ``"contact_impedance"``, ``"start_state"``) takes only those.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ velocity of a family's tracked position (``_position``: the root's x for planar 
 the centre of mass's xy for Humanoid) is ``(p_after − p_before) / dt``; resets draw ``qpos = qpos0 +
 U(−s, s)`` and ``qvel = s · N(0, 1)`` (HalfCheetah, Ant) or ``U(−s, s)`` (Hopper, Walker2d, Humanoid), per
 sub-environment in that order, with the robot's ``reset_noise_scale`` ``s``, from the generator seeded by
-``reset(seed=...)``; with ``reference_model``, the MAML reference's start state instead (its pose plus normal noise,
-``models.REFERENCE_MODEL``).
+``reset(seed=...)``; with ``reference_model`` (or its part ``start_state``), the MAML reference's start state instead
+(its pose plus normal noise, ``models.REFERENCE_MODEL``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,14 @@ from torch import Tensor
 from envs._actions import ActionValidator
 from envs.base import UNSTABLE, MetaVectorEnv, TaskFamily, Tasks, check_positive_int, check_task_request
 from envs.locomotion.batched_sim import BatchedSim, default_num_threads
-from envs.locomotion.models import REFERENCE_MODEL, ROBOT_FRAME_SKIP, centre_of_mass_adr, load_model
+from envs.locomotion.models import (
+    REFERENCE_MODEL,
+    REFERENCE_PARTS,
+    ROBOT_FRAME_SKIP,
+    centre_of_mass_adr,
+    load_model,
+    reference_parts,
+)
 from envs.locomotion.simulator import DATA_FIELDS, MODEL_FIELDS, Simulator, check_backend
 from envs.locomotion.warp_sim import WarpSim
 
@@ -200,7 +207,9 @@ class LocomotionFamily(TaskFamily):
         reference_model: the MAML reference's rllab model of the robot (only robots with
             ``supports_reference_model``; ``models.REFERENCE_MODEL``): its time step stepped once per env step
             (``frame_skip`` must be 1 or unset), its contact impedance, and its start state (``init_qpos`` with
-            normal noise, as rllab's ``reset_mujoco``) instead of gymnasium's.
+            normal noise, as rllab's ``reset_mujoco``) instead of gymnasium's. ``True`` takes all three; a list of
+            ``models.REFERENCE_PARTS`` (``time_step``, ``contact_impedance``, ``start_state``) takes those only,
+            the rest staying gymnasium's (without ``time_step``, ``frame_skip`` applies as usual).
     """
 
     default_horizon: int = 200
@@ -234,10 +243,9 @@ class LocomotionFamily(TaskFamily):
         backend: str = "native",
         frame_skip: int | None = None,
         centre_of_mass: bool = False,
-        reference_model: bool = False,
+        reference_model: bool | list[str] | tuple[str, ...] = False,
     ) -> None:
-        flags = (("oracle", oracle), ("use_contact_forces", use_contact_forces), ("centre_of_mass", centre_of_mass),
-                 ("reference_model", reference_model))
+        flags = (("oracle", oracle), ("use_contact_forces", use_contact_forces), ("centre_of_mass", centre_of_mass))
         for name, flag in flags:
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
@@ -251,9 +259,10 @@ class LocomotionFamily(TaskFamily):
             raise ValueError(f"{self.name} has no contact-force option")
         if centre_of_mass and not self.supports_centre_of_mass:
             raise ValueError(f"{self.name} has no centre_of_mass option")
-        if reference_model and not self.supports_reference_model:
+        parts = reference_parts(reference_model)
+        if parts and not self.supports_reference_model:
             raise ValueError(f"{self.name} has no reference_model option")
-        if reference_model and frame_skip not in (None, 1):
+        if "time_step" in parts and frame_skip not in (None, 1):
             raise ValueError(f"reference_model steps the reference's time step once per env step, as rllab did: "
                              f"frame_skip must be 1 or unset, got {frame_skip!r}")
         self.oracle = bool(oracle)
@@ -261,24 +270,28 @@ class LocomotionFamily(TaskFamily):
         self.use_contact_forces = bool(use_contact_forces)
         self.backend = backend
         self.centre_of_mass = bool(centre_of_mass)
-        self.reference_model = bool(reference_model)
+        #: the parts of the reference model taken (``models.REFERENCE_PARTS`` order), and the option as compared
+        #: between runs: True (all parts), False (none) or the tuple of parts
+        self.reference_parts = parts
+        self.reference_model: bool | tuple[str, ...] = (True if parts == REFERENCE_PARTS else parts or False)
         #: the shared, read-only MuJoCo model
-        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass,
-                                                self.reference_model)
+        self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass, parts)
         #: where the centre-of-mass position (3) and linear velocity (3) start in ``sensordata``
         self._com_adr = centre_of_mass_adr(self.model) if self.centre_of_mass else -1
         #: physics steps per environment step, the environment step in seconds, the start pose ``[nq]`` and the reset
         #: noise: (distribution, scale) of the qpos and the qvel noise, each "uniform" on ``[-scale, scale]`` or
         #: "normal" with standard deviation ``scale``
-        if self.reference_model:
-            reference = REFERENCE_MODEL[self.robot]
+        if "time_step" in parts:
             self.frame_skip = 1
+        else:
+            self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
+                               else check_positive_int(frame_skip, "frame_skip"))
+        if "start_state" in parts:
+            reference = REFERENCE_MODEL[self.robot]
             self.init_qpos = np.array(reference.init_qpos, dtype=np.float64)
             self.qpos_noise = ("normal", reference.qpos_noise_std)
             self.qvel_noise = ("normal", reference.qvel_noise_std)
         else:
-            self.frame_skip = (ROBOT_FRAME_SKIP[self.robot] if frame_skip is None
-                               else check_positive_int(frame_skip, "frame_skip"))
             self.init_qpos = self.model.qpos0.copy()
             self.qpos_noise = ("uniform", self.reset_noise_scale)
             self.qvel_noise = (self.reset_qvel_noise, self.reset_noise_scale)

@@ -20,7 +20,8 @@ them:
 * With the reference's model requested (``REFERENCE_MODEL``: Ant only), the compiled copy takes the MAML reference's
   time step and contact impedance, the two physical settings in which its rllab ``ant.xml`` differs from gymnasium's
   (docs/reproduction.md, "The reference's Ant"); nothing else changes. Its start state is the environment's part
-  (``ReferenceModel.init_qpos`` and the noise scales).
+  (``ReferenceModel.init_qpos`` and the noise scales). Each of the three can be taken alone (``REFERENCE_PARTS``,
+  ``reference_parts``), to see which of them matters.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import gymnasium
 import mujoco
+import numpy as np
 
 #: gymnasium's MuJoCo asset directory
 ASSET_DIR = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets"
@@ -54,6 +56,9 @@ ROBOT_FRAME_SKIP = {"half_cheetah": 5, "ant": 5, "hopper": 4, "walker2d": 4, "hu
 CONTACT_SENSOR = "maml_rl_cfrc_ext_trigger"
 #: the names of the sensors added for the torso subtree's centre of mass: position, then linear velocity
 COM_SENSORS = ("maml_rl_subtree_com", "maml_rl_subtree_linvel")
+#: the parts of a reference model that can be taken one by one: its time step (stepped once per env step), its
+#: contact impedance (both compiled into the model) and its start state (pose and noise, drawn by the environment)
+REFERENCE_PARTS = ("time_step", "contact_impedance", "start_state")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,22 @@ REFERENCE_MODEL: dict[str, ReferenceModel] = {
 _KNOWN_LOAD_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
 
 
+def reference_parts(value: object) -> tuple[str, ...]:
+    """The parts of the reference model that the family option ``reference_model`` takes, in ``REFERENCE_PARTS``
+    order: ``True`` all of them, ``False`` none, or a list of part names. ``ValueError`` (one line) for anything
+    else, an unknown name or a name given twice."""
+    if isinstance(value, bool | np.bool_):
+        return REFERENCE_PARTS if value else ()
+    if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"reference_model must be a bool or a list of parts {list(REFERENCE_PARTS)}, got {value!r}")
+    unknown = sorted(set(value) - set(REFERENCE_PARTS))
+    if unknown:
+        raise ValueError(f"reference_model: unknown part(s) {unknown}; valid parts: {list(REFERENCE_PARTS)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"reference_model: a part is named twice in {list(value)}")
+    return tuple(name for name in REFERENCE_PARTS if name in value)
+
+
 @contextmanager
 def _quiet_mujoco_log() -> Iterator[list[str]]:
     """Route MuJoCo warnings (of this block, caller's thread) into a list instead of ``MUJOCO_LOG.TXT``."""
@@ -111,7 +132,8 @@ def _quiet_mujoco_log() -> Iterator[list[str]]:
 
 @functools.cache
 def load_model(
-    robot: str, contact_forces: bool = False, centre_of_mass: bool = False, reference_model: bool = False
+    robot: str, contact_forces: bool = False, centre_of_mass: bool = False,
+    reference_model: bool | tuple[str, ...] = False,
 ) -> mujoco.MjModel:
     """The compiled model of ``robot`` (a key of ``ROBOT_XML``), cached per process.
 
@@ -120,25 +142,30 @@ def load_model(
         contact_forces: add the sensor that makes every step compute ``cfrc_ext`` (see module docstring).
         centre_of_mass: add the sensors of the torso subtree's centre of mass (see module docstring).
         reference_model: the MAML reference's time step and contact impedance (``REFERENCE_MODEL``; see module
-            docstring).
+            docstring): ``True`` both, or a tuple of ``REFERENCE_PARTS`` (``start_state`` does not change the
+            model).
 
     Returns:
         A shared ``MjModel``: treat it as read-only (``mujoco.batch.Batch`` copies it).
     """
     if robot not in ROBOT_XML:
         raise ValueError(f"unknown robot {robot!r}; valid robots: {sorted(ROBOT_XML)}")
-    if reference_model and robot not in REFERENCE_MODEL:
+    parts = reference_parts(reference_model)
+    if parts and robot not in REFERENCE_MODEL:
         raise ValueError(f"no reference model for {robot!r}; robots with one: {sorted(REFERENCE_MODEL)}")
+    physics = [part for part in parts if part != "start_state"]
     path = str(ASSET_DIR / ROBOT_XML[robot])
     with _quiet_mujoco_log():
-        if not (contact_forces or centre_of_mass or reference_model):
+        if not (contact_forces or centre_of_mass or physics):
             return mujoco.MjModel.from_xml_path(path)
         spec = mujoco.MjSpec.from_file(path)
-        if reference_model:
+        if physics:
             reference = REFERENCE_MODEL[robot]
-            spec.option.timestep = reference.timestep
-            for geom in spec.geoms:
-                geom.solimp = list(reference.solimp)
+            if "time_step" in physics:
+                spec.option.timestep = reference.timestep
+            if "contact_impedance" in physics:
+                for geom in spec.geoms:
+                    geom.solimp = list(reference.solimp)
         torso = spec.bodies[1].name  # bodies[0] is the world
         sensors = [(CONTACT_SENSOR, mujoco.mjtSensor.mjSENS_FRAMELINACC)] if contact_forces else []
         if centre_of_mass:

@@ -236,6 +236,55 @@ def test_reference_model_steps_its_time_step_once_per_env_step():
         load_model("hopper", reference_model=True)
 
 
+def test_reference_model_parts_take_one_difference_each(plain_models):
+    """``reference_model: [part, ...]`` takes only the parts named, the rest staying gymnasium's: the time step
+    (stepped once per env step), the contact impedance, the start state (pose and normal noise); all three are
+    ``True``."""
+    plain = plain_models["ant"]
+    time_step = make_family("ant-vel", reference_model=["time_step"])
+    assert (time_step.model.opt.timestep, time_step.frame_skip) == (RLLAB_ANT_TIMESTEP, 1)
+    np.testing.assert_array_equal(time_step.model.geom_solimp, plain.geom_solimp)
+    np.testing.assert_array_equal(time_step.init_qpos, plain.qpos0)
+    assert time_step.qpos_noise == ("uniform", 0.1)
+
+    contacts = make_family("ant-vel", reference_model=["contact_impedance"], frame_skip=2)
+    assert (contacts.model.opt.timestep, contacts.frame_skip) == (plain.opt.timestep, 2)
+    np.testing.assert_array_equal(contacts.model.geom_solimp, np.tile(RLLAB_ANT_SOLIMP, (plain.ngeom, 1)))
+    np.testing.assert_array_equal(contacts.init_qpos, plain.qpos0)
+
+    start = make_family("ant-vel", reference_model=["start_state"])
+    assert (start.model.opt.timestep, start.frame_skip) == (plain.opt.timestep, 5)
+    np.testing.assert_array_equal(start.model.geom_solimp, plain.geom_solimp)
+    np.testing.assert_array_equal(start.init_qpos, RLLAB_ANT_INIT_QPOS)
+    assert (start.qpos_noise, start.qvel_noise) == (("normal", 0.01), ("normal", 0.1))
+
+    every = make_family("ant-vel", reference_model=["start_state", "contact_impedance", "time_step"])
+    whole = make_family("ant-vel", reference_model=True)
+    assert every.reference_model is True and every.model is whole.model and every.frame_skip == whole.frame_skip
+    assert contacts.reference_model == ("contact_impedance",) and make_family("ant-vel").reference_model is False
+    env = make_env("ant-vel", 2, seed=1, reference_model=["start_state"])
+    env.reset(seed=9)
+    rng, _ = gym.utils.seeding.np_random(9)
+    np.testing.assert_array_equal(env.get_state()[0], RLLAB_ANT_INIT_QPOS + 0.01 * rng.standard_normal((2, plain.nq)))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (["time_step", "friction"], r"unknown part\(s\) \['friction'\]; valid parts: \['time_step', 'contact_impedance', "
+                                r"'start_state'\]"),
+    (["start_state", "start_state"], "a part is named twice"),
+    ("time_step", "must be a bool or a list of parts"),
+])
+def test_reference_model_parts_are_checked(value, message):
+    with pytest.raises(ValueError, match=message):
+        make_family("ant-vel", reference_model=value)
+
+
+def test_reference_model_parts_without_the_time_step_keep_the_frame_skip():
+    with pytest.raises(ValueError, match="frame_skip must be 1 or unset, got 2"):
+        make_family("ant-vel", reference_model=["time_step", "start_state"], frame_skip=2)
+    assert make_family("ant-vel", reference_model=["contact_impedance"], frame_skip=2).dt == pytest.approx(0.02)
+
+
 def test_matches_gymnasium_v5_resets_and_observations(tmp_path, monkeypatch):
     """Same seed and actions as gymnasium's HalfCheetah-v5 / Ant-v5: identical reset noise, states, v_x."""
     monkeypatch.chdir(tmp_path)  # gymnasium's HalfCheetah load writes MUJOCO_LOG.TXT in the cwd
