@@ -9,6 +9,10 @@ in cbfinn/maml_rl): the observation appends the robot's centre of mass (the tors
 20 values, and the velocity ``v_x`` in the rewards is the centre of mass's at the state after the step, not the
 root's displacement over the step (docs/reproduction.md).
 
+``reference_model=True`` is the reference's rllab ``half_cheetah.xml``, which has gymnasium's physics: one 0.01-s
+step per env step (``frame_skip`` 1) and its start state, ``qpos0`` with N(0, 0.01) noise on qpos and N(0, 0.1) on
+qvel where gymnasium draws U(−0.1, 0.1) on qpos (``models.REFERENCE_MODEL``).
+
 >>> family = HalfCheetahVel()
 >>> env = family.make_vector_env(800)
 >>> env.set_tasks(repeat_tasks(family.sample_tasks(40, np.random.default_rng(0)), 20))
@@ -37,16 +41,20 @@ class HalfCheetahFamily(LocomotionFamily):
         frame_skip: physics steps per environment step (None: the robot's gymnasium v5 value); see ``LocomotionFamily``.
         centre_of_mass: observe and reward the centre of mass as the MAML reference did (module docstring); see
             ``LocomotionFamily``.
+        reference_model: the reference's rllab model: one 0.01-s step per env step and its start state (module
+            docstring); see ``LocomotionFamily``.
     """
 
     robot: ClassVar[str] = "half_cheetah"
     ctrl_cost_weight: ClassVar[float] = 0.05
     supports_centre_of_mass: ClassVar[bool] = True
+    supports_reference_model: ClassVar[bool] = True
 
     def __init__(self, *, oracle: bool = False, num_threads: int | None = None, backend: str = "native",
-                 frame_skip: int | None = None, centre_of_mass: bool = False) -> None:
+                 frame_skip: int | None = None, centre_of_mass: bool = False,
+                 reference_model: bool | list[str] | tuple[str, ...] = False) -> None:
         super().__init__(oracle=oracle, num_threads=num_threads, backend=backend, frame_skip=frame_skip,
-                         centre_of_mass=centre_of_mass)
+                         centre_of_mass=centre_of_mass, reference_model=reference_model)
 
     def _state_obs_dim(self) -> int:
         return self.model.nq - 1 + self.model.nv

@@ -17,9 +17,10 @@ them:
   (position, 3) then ``subtreelinvel`` (linear velocity, 3), the two quantities rllab's ``MujocoEnv`` read as
   ``com_subtree`` and ``body_comvels`` (docs/reproduction.md). They are read from ``sensordata`` at the offset
   ``centre_of_mass_adr(model)``.
-* With the reference's model requested (``REFERENCE_MODEL``: Ant only), the compiled copy takes the MAML reference's
-  time step and contact impedance, the two physical settings in which its rllab ``ant.xml`` differs from gymnasium's
-  (docs/reproduction.md, "The reference's Ant"); nothing else changes. Its start state is the environment's part
+* With the reference's model requested (``REFERENCE_MODEL``: Ant and HalfCheetah), the compiled copy takes the MAML
+  reference's time step and contact impedance, the two physical settings in which its rllab ``ant.xml`` differs from
+  gymnasium's (docs/reproduction.md, "The reference's Ant"); nothing else changes. Its ``half_cheetah.xml`` has
+  gymnasium's physics, so there only the start state differs. Its start state is the environment's part
   (``ReferenceModel.init_qpos`` and the noise scales). Each of the three can be taken alone (``REFERENCE_PARTS``,
   ``reference_parts``), to see which of them matters.
 """
@@ -85,12 +86,21 @@ class ReferenceModel:
 
 #: robot -> its reference model: cbfinn/maml_rl ``vendor/mujoco_models/ant.xml`` (``timestep="0.02"``, ``solimp=".8
 #: .8 .01"`` in the default class of every geom, floor included; the torso at 0.55 with the ankles bent to ±1 rad) and
-#: ``rllab/envs/mujoco/mujoco_env.py`` (``reset_mujoco``: N(0, 0.01) on qpos, N(0, 0.1) on qvel)
+#: ``half_cheetah.xml`` (gymnasium's file but for formatting and a camera: ``timestep="0.01"``, ``solimp="0.0 0.8
+#: 0.01"``, no ``init_qpos``, so rllab started from ``qpos0``), with ``rllab/envs/mujoco/mujoco_env.py``
+#: (``reset_mujoco``: N(0, 0.01) on qpos, N(0, 0.1) on qvel)
 REFERENCE_MODEL: dict[str, ReferenceModel] = {
     "ant": ReferenceModel(
         timestep=0.02,
         solimp=(0.8, 0.8, 0.01, 0.5, 2.0),
         init_qpos=(0.0, 0.0, 0.55, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0),
+        qpos_noise_std=0.01,
+        qvel_noise_std=0.1,
+    ),
+    "half_cheetah": ReferenceModel(
+        timestep=0.01,
+        solimp=(0.0, 0.8, 0.01, 0.5, 2.0),
+        init_qpos=(0.0,) * 9,
         qpos_noise_std=0.01,
         qvel_noise_std=0.1,
     ),

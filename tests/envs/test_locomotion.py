@@ -236,6 +236,33 @@ def test_reference_model_steps_its_time_step_once_per_env_step():
         load_model("hopper", reference_model=True)
 
 
+def test_the_reference_half_cheetah_is_gymnasiums_physics_with_rllabs_start(plain_models):
+    """rllab's ``half_cheetah.xml`` has gymnasium's physics (same time step and contact impedance, no ``init_qpos``),
+    so ``reference_model`` steps gymnasium's compiled model once per env step from rllab's start: ``qpos0`` plus
+    N(0, 0.01) on qpos and N(0, 0.1) on qvel, qpos drawn first (``rllab/envs/mujoco/mujoco_env.py``)."""
+    plain = plain_models["half_cheetah"]
+    env = make_env("halfcheetah-dir", 3, seed=1, reference_model=True)
+    family = env.family
+    assert (family.frame_skip, family.model.opt.timestep) == (1, 0.01) == (1, plain.opt.timestep)
+    for field in ("geom_solimp", "geom_solref", "body_mass", "dof_damping", "jnt_stiffness", "actuator_gear", "qpos0"):
+        np.testing.assert_array_equal(getattr(family.model, field), getattr(plain, field), err_msg=field)
+    env.reset(seed=9)
+    rng, _ = gym.utils.seeding.np_random(9)
+    expected_qpos = 0.01 * rng.standard_normal((3, plain.nq))
+    expected_qvel = 0.1 * rng.standard_normal((3, plain.nv))
+    qpos0, qvel0 = env.get_state()
+    np.testing.assert_array_equal(qpos0, expected_qpos)
+    np.testing.assert_array_equal(qvel0, expected_qvel)
+    actions = np.random.default_rng(4).uniform(-1, 1, (10, 3, plain.nu)).astype(np.float32)
+    datas = mj_datas(plain, qpos0, qvel0)
+    for action in actions:
+        env.step(action)
+        for i, data in enumerate(datas):
+            data.ctrl[:] = action[i]
+            mujoco.mj_step(plain, data, nstep=1)
+    np.testing.assert_array_equal(env.get_state()[0], np.stack([data.qpos for data in datas]))
+
+
 def test_reference_model_parts_take_one_difference_each(plain_models):
     """``reference_model: [part, ...]`` takes only the parts named, the rest staying gymnasium's: the time step
     (stepped once per env step), the contact impedance, the start state (pose and normal noise); all three are
@@ -728,7 +755,7 @@ def test_centre_of_mass_option_observes_and_rewards_as_rllab(plain_models, name)
 
 
 #: robot option -> a family that does not take it at all
-NOT_TAKEN_BY = {"centre_of_mass": "hopper-params", "reference_model": "halfcheetah-vel"}
+NOT_TAKEN_BY = {"centre_of_mass": "hopper-params", "reference_model": "hopper-params"}
 
 
 @pytest.mark.parametrize("option", sorted(NOT_TAKEN_BY))
