@@ -13,16 +13,20 @@ reached on the development machine (recorded beside each test); a run is determi
 the locomotion dynamics amplify rounding, so other CPUs follow other trajectories.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from maml_rl.config import load_config
 from maml_rl.trainer import Trainer
+from tests.conftest import load_script
 
 SMALL = ["maml.meta_batch_size=10", "maml.fast_batch_size=10", "env.horizon=50", "train.num_iterations=40"]
 
-
-CI_SIZE = ["maml.meta_batch_size=8", "maml.fast_batch_size=8", "env.horizon=40", "train.num_iterations=25"]
+# the CI size and the control's nil step, shared with the script that measured the thresholds below
+SHORT_RUNS = load_script(Path(__file__).resolve().parents[1] / "experiments" / "short_run_with_control.py")
+CI_SIZE: list[str] = SHORT_RUNS.SIZES["ci"]
 
 
 def _returns(preset: str, tmp_path, size: list[str] = SMALL) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +41,7 @@ def _with_control(preset: str, tmp_path, size: list[str]) -> tuple[np.ndarray, n
     """``pre, post`` of a run and of its control on the same tasks, whose outer steps are nil (max KL 1e-9); both
     start from the same policy, so their first post-adaptation returns agree."""
     pre, post = _returns(preset, tmp_path / "trained", size)
-    control_pre, control_post = _returns(preset, tmp_path / "control", [*size, "algorithm.options.max_kl=1e-9"])
+    control_pre, control_post = _returns(preset, tmp_path / "control", [*size, SHORT_RUNS.CONTROL])
     assert abs(post[0] - control_post[0]) < 1e-6, (post[0], control_post[0])  # same tasks, same start
     return pre, post, control_pre, control_post
 
@@ -82,8 +86,8 @@ def test_ant_direction_ci_sized_run_learns_to_adapt(tmp_path):
     five iterations, no control: 0.41 → 0.25 at the preset's steps, 0.31 → 1.05 at α 0.5 and max KL 0.05, 0.88 →
     0.89 at α 1 and max KL 0.3). On the MAML reference's Ant (``reference_model``: rllab's ``ant.xml``, one 0.02-s
     step per env step, softer contacts, the torso started low with the ankles bent) it learns to adapt at the
-    preset's step sizes (α 0.1, max KL 0.01), and sampling is about three times cheaper. Adaptation gain (post −
-    pre), mean of the first / last five iterations, against the control run on the same tasks (max KL 1e-9), on
+    preset's step sizes (α 0.1, max KL 0.01), with one physics step per env step instead of five. Adaptation gain
+    (post − pre), mean of the first / last five iterations, against the control run on the same tasks (max KL 1e-9), on
     the development machine: 4.52 → 8.40 against 4.01 → 3.67 (seed 1), 2.35 → 7.04 against 1.79 → 2.17 (seed 2),
     3.54 → 7.89 against 3.09 → 2.11 (seed 3), 5.04 → 13.32 against 5.07 → 6.15 (seed 4), 2.25 → 9.74 against
     2.06 → 1.40 (seed 5). The pre-adaptation return, which no policy that does not know its direction can raise,

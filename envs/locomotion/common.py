@@ -270,10 +270,8 @@ class LocomotionFamily(TaskFamily):
         self.use_contact_forces = bool(use_contact_forces)
         self.backend = backend
         self.centre_of_mass = bool(centre_of_mass)
-        #: the parts of the reference model taken (``models.REFERENCE_PARTS`` order), and the option as compared
-        #: between runs: True (all parts), False (none) or the tuple of parts
+        #: the parts of the reference model taken, in ``models.REFERENCE_PARTS`` order
         self.reference_parts = parts
-        self.reference_model: bool | tuple[str, ...] = (True if parts == REFERENCE_PARTS else parts or False)
         #: the shared, read-only MuJoCo model
         self.model: mujoco.MjModel = load_model(self.robot, self.use_contact_forces, self.centre_of_mass, parts)
         #: where the centre-of-mass position (3) and linear velocity (3) start in ``sensordata``
@@ -305,6 +303,11 @@ class LocomotionFamily(TaskFamily):
         self._observation_space = gym.spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self._action_space = gym.spaces.Box(-1.0, 1.0, (self.model.nu,), np.float32)
         self._constants: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}
+
+    @property
+    def reference_model(self) -> bool | tuple[str, ...]:
+        """The option as runs are compared by it: True (all parts), False (none) or the tuple of parts taken."""
+        return True if self.reference_parts == REFERENCE_PARTS else self.reference_parts or False
 
     @property
     def task_shapes(self) -> dict[str, tuple[int, ...]]:

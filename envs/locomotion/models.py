@@ -19,9 +19,9 @@ them:
   ``centre_of_mass_adr(model)``.
 * With the reference's model requested (``REFERENCE_MODEL``: Ant and HalfCheetah), the compiled copy takes the MAML
   reference's time step and contact impedance, the two physical settings in which its rllab ``ant.xml`` differs from
-  gymnasium's (docs/reproduction.md, "The reference's Ant"); nothing else changes. Its ``half_cheetah.xml`` has
-  gymnasium's physics, so there only the start state differs. Its start state is the environment's part
-  (``ReferenceModel.init_qpos`` and the noise scales). Each of the three can be taken alone (``REFERENCE_PARTS``,
+  gymnasium's (docs/reproduction.md, "The reference's Ant"); nothing else changes. The start state is the
+  environment's part (``ReferenceModel.init_qpos`` and the noise scales), and for HalfCheetah, whose rllab file has
+  gymnasium's physics, the only difference. Each of the three parts can be taken alone (``REFERENCE_PARTS``,
   ``reference_parts``), to see which of them matters.
 """
 
