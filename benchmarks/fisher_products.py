@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from packed_steps import one_meta_batch, trainer_for
 
 from maml_rl.collect import pack_batch
-from maml_rl.metalearners.maml_trpo import FD_BASE_EPS, MAMLTRPO
+from maml_rl.learner_settings import FD_BASE_EPS
+from maml_rl.metalearners.maml_trpo import MAMLTRPO
 
 
 def main() -> None:

@@ -444,9 +444,9 @@ def run() -> NoReturn:
     :func:`main` on ``sys.argv``, then exit with its status; a data-parallel worker exits without interpreter
     finalization (:func:`maml_rl.distributed.exit_worker` says why)."""
     status = main()
-    from maml_rl.distributed import World, exit_worker
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a launcher's rank; a plain command never imports torch here
+        from maml_rl.distributed import exit_worker
 
-    if World.from_env().distributed:
         exit_worker(status)
     sys.exit(status)
 

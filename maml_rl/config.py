@@ -349,10 +349,10 @@ def validate(config: Config) -> Config:
 
     Returns the config with ``algorithm.options`` resolved: every option of the learner's settings, defaults filled.
     """
-    from maml_rl.metalearners import learner_class  # the registry imports config: import it late
+    from maml_rl.learner_settings import learner_options  # it imports this module: import it late
 
-    cls = learner_class(config.algorithm.name)
-    settings = _build(cls.Settings, config.algorithm.options, "algorithm.options")
+    learner = learner_options(config.algorithm.name)
+    settings = _build(learner.settings, config.algorithm.options, "algorithm.options")
     config = dataclasses.replace(
         config, algorithm=AlgorithmConfig(config.algorithm.name, _plain(dataclasses.asdict(settings)))
     )
@@ -374,7 +374,7 @@ def validate(config: Config) -> Config:
     _check_positive("maml.fast_batch_size", maml.fast_batch_size)
     if maml.task_pool is not None:
         _check_positive("maml.task_pool", maml.task_pool)
-    _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not cls.adapts)
+    _check_positive("maml.num_inner_steps", maml.num_inner_steps, allow_zero=not learner.adapts)
     _check_positive("maml.fast_lr", maml.fast_lr)
     if not 0.0 <= maml.gamma <= 1.0:
         raise ConfigError(f"maml.gamma: must be in [0, 1], got {maml.gamma}")

@@ -19,14 +19,15 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from maml_rl.errors import MetricsFileError, NonFiniteError
 from maml_rl.rundir import atomic_write_text
+
+if TYPE_CHECKING:  # TensorBoard's writer imports torch: the writers import it late, so `plot` needs no torch
+    from torch.utils.tensorboard import SummaryWriter
 
 METRICS_FILE = "metrics.csv"
 
@@ -100,7 +101,9 @@ class MetricsLogger:
         else:
             self._file = open(self.csv_path, "w", newline="")  # noqa: SIM115 (closed in close())
         purge_step = None if resume_after is None else resume_after + 1  # drop events of recomputed iterations
-        self.tensorboard = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard: SummaryWriter = SummaryWriter(str(self.run_dir), purge_step=purge_step)
 
     def _start_csv(self, columns: list[str]) -> csv.DictWriter:
         self.columns = columns
@@ -137,6 +140,8 @@ class MetricsLogger:
             metric_tags: scalar tags logged by :meth:`log` that the HPARAMS tab shows beside them (their
                 values are read from the run's scalars, so nothing is logged twice).
         """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
         flat = {key: (v if isinstance(v, (int, float, str, bool)) else str(v)) for key, v in _flatten(hparams)}
         file_writer = self.tensorboard.file_writer
         assert file_writer is not None  # set by SummaryWriter.__init__ until close()
@@ -183,6 +188,8 @@ def write_adaptation_results(output_dir: str | Path, results: dict[str, Any], im
             writer.writerow([policy["label"], step["step"], repr(step["mean"]), repr(step["stderr"]),
                              *(repr(r) for r in step["returns"])])
     atomic_write_text(output_dir / "adaptation.csv", buffer.getvalue())
+    from torch.utils.tensorboard import SummaryWriter
+
     with SummaryWriter(str(output_dir)) as tensorboard:
         lines = ["| policy | step | mean return | stderr |", "|---|---|---|---|"]
         for policy in results["policies"]:

@@ -88,3 +88,20 @@ def test_bad_yaml_file_is_reported(tmp_path, capsys):
 def test_resume_without_run_directory_is_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_config_and_plot_errors_are_reported_before_torch_is_imported(tmp_path):
+    """A bad config (options included) or a plot of a run without metrics fails in a fraction of a second: the
+    CLI reports it before importing torch, which alone takes seconds to load."""
+    script = (
+        "import sys\n"
+        "from maml_rl.cli import main\n"
+        f"cases = [['train', 'navigation-2d/paper', '--set', 'maml.gamma=2', '--output', {str(tmp_path / 'a')!r}],\n"
+        "         ['train', 'navigation-2d/paper', '--set', 'algorithm.options.max_kl=-1'],\n"
+        "         ['train', 'navigation-2d/no-such-preset'],\n"
+        f"         ['plot', {str(tmp_path / 'no-run')!r}]]\n"
+        "print([main(case) for case in cases], 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[2, 2, 2, 2] False", result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 4 and not (tmp_path / "a").exists()

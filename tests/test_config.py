@@ -2,13 +2,15 @@
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
 from maml_rl.build import build_family
 from maml_rl.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from maml_rl.learner_settings import REFERENCE_FD_BASE_EPS
 from maml_rl.metalearners import learner_names
-from maml_rl.metalearners.maml_trpo import REFERENCE_FD_BASE_EPS
 
 EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
@@ -381,3 +383,21 @@ def test_legacy_configs_migrate_to_algorithm_options():
     assert pretrained.algorithm.options == {"max_kl": 0.02, "cg_iters": 10, "cg_damping": 1e-5, "ls_max_steps": 15,
                                             "ls_backtrack": 0.8, "fisher": "exact", "fd_base_eps": 1e-8}
     assert from_dict({"algorithm": "promp"}) == from_dict({"algorithm": {"name": "promp"}})  # shorthand
+
+
+def test_a_bad_option_fails_without_importing_torch():
+    """Every config error, ``algorithm.options`` included, is found before torch is imported (a fraction of a
+    second, not the seconds torch takes to load); a good config also validates without it."""
+    script = (
+        "import sys\n"
+        "from maml_rl.config import ConfigError, from_dict\n"
+        "for name in ('maml-trpo', 'pretrained', 'maml-fo', 'promp', 'reptile'):\n"
+        "    from_dict({'algorithm': {'name': name}})\n"
+        "try:\n"
+        "    from_dict({'algorithm': {'name': 'promp', 'options': {'clip': 2.0}}})\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == ["algorithm.options.clip: must be in (0, 1), got 2.0", "False"]

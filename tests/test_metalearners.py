@@ -13,6 +13,7 @@ from maml_rl.advantages import td_residuals
 from maml_rl.checkpoint import load_checkpoint
 from maml_rl.config import ConfigError, MamlConfig, check_range, from_dict, load_config
 from maml_rl.episodes import by_task
+from maml_rl.learner_settings import BUILTIN_LEARNERS
 from maml_rl.losses import clipped_surrogate_loss, dice_loss, emaml_loss, lvc_loss, reinforce_loss
 from maml_rl.metalearners import MetaLearner, learner_class, learner_names, make_learner, register
 from maml_rl.metalearners.base import _REGISTRY
@@ -280,6 +281,14 @@ def test_every_learner_builds_from_config_and_declares_its_inner_loop(gaussian_p
     dice = make_learner(from_dict({"algorithm": {"name": "maml-fo", "options": {"estimator": "dice"}}}),
                         gaussian_policy)
     assert dice.inner_estimator(dice.settings) == "dice"
+
+
+def test_the_torch_free_settings_table_agrees_with_the_registry():
+    """Validation reads ``BUILTIN_LEARNERS``; training builds the registry's class: they must name the same options."""
+    assert set(BUILTIN_LEARNERS) == set(learner_names())
+    for name, options in BUILTIN_LEARNERS.items():
+        assert learner_class(name).Settings is options.settings, name
+        assert learner_class(name).adapts is options.adapts, name
 
 
 @pytest.mark.parametrize("name", ["maml-fo", "promp"])

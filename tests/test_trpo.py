@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 import maml_rl.metalearners.maml_trpo as maml_trpo
 from maml_rl.config import ConfigError
-from maml_rl.metalearners.maml_trpo import REFERENCE_FD_BASE_EPS
+from maml_rl.learner_settings import REFERENCE_FD_BASE_EPS
 from maml_rl.optim.trpo import (
     adapted_gauss_newton_vector_product,
     conjugate_gradient,

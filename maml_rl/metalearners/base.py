@@ -20,7 +20,9 @@ A meta-learner turns one :class:`~maml_rl.collect.MetaBatch` into new shared par
             ...                            # batch.train[k], batch.valid, batch.adapted
             return new_theta, {"my/metric": value}
 
-and one import line in ``maml_rl/metalearners/__init__.py``. The trainer then, every meta-iteration:
+and one import line in ``maml_rl/metalearners/__init__.py`` (a learner shipped in the package keeps its settings
+class in :mod:`maml_rl.learner_settings` and lists it there, so that config validation needs no torch). The
+trainer then, every meta-iteration:
 
     batch = collect(env, policy, θ, config, M, [α] * learner.num_inner_steps, generators, learner.inner_loss)
     new_θ, metrics = learner.step(batch)   # parameters as data; the trainer loads them into the policy

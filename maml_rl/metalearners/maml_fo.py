@@ -13,34 +13,17 @@ sums it and its gradient over ranks before each Adam step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from maml_rl.adaptation import adapt_path
 from maml_rl.collect import MetaBatch
-from maml_rl.config import MamlConfig, check_choice, check_range
+from maml_rl.config import MamlConfig
 from maml_rl.episodes import by_task
+from maml_rl.learner_settings import FirstOrderSettings
 from maml_rl.losses import emaml_loss, surrogate_loss
 from maml_rl.metalearners.base import AdamOuter, MetaLearner, register
-from maml_rl.metalearners.maml_trpo import ESTIMATORS, standardized_task_returns
+from maml_rl.metalearners.maml_trpo import standardized_task_returns
 from maml_rl.policies import Params, Policy, batched_forward
-
-
-@dataclass(frozen=True)
-class FirstOrderSettings:
-    """First-order MAML with Adam."""
-
-    lr: float = 1e-3
-    """Adam's learning rate."""
-    num_steps: int = 1
-    """Adam steps per meta-batch."""
-    estimator: str = "reinforce"
-    """reinforce, dice or e-maml."""
-
-    def __post_init__(self) -> None:
-        check_range("algorithm.options.lr", self.lr, low=0.0, low_open=True)
-        check_range("algorithm.options.num_steps", self.num_steps, low=1)
-        check_choice("algorithm.options.estimator", self.estimator, ESTIMATORS)
 
 
 @register

@@ -39,10 +39,13 @@ from torch import Tensor
 
 from maml_rl.adaptation import adapt_path
 from maml_rl.collect import MetaBatch
-from maml_rl.config import ConfigError, check_choice, check_range
 from maml_rl.distributed import LOCAL, Reducer
 from maml_rl.episodes import Episodes, by_task
 from maml_rl.errors import NonFiniteError
+from maml_rl.learner_settings import (  # the options live in a torch-free module (config validation)
+    MAMLTRPOSettings,
+    TRPOSettings,
+)
 from maml_rl.losses import emaml_loss, mean_kl, surrogate_loss
 from maml_rl.metalearners.base import MetaLearner, check_finite, register
 from maml_rl.optim.trpo import (
@@ -53,71 +56,6 @@ from maml_rl.optim.trpo import (
     per_task_flat_grad,
 )
 from maml_rl.policies import DistParams, Params, batched_forward, task_leaves, task_params
-
-ESTIMATORS = ("reinforce", "dice", "e-maml")
-FISHER_PRODUCTS = ("exact", "finite-difference")
-#: rllab's ``FiniteDifferenceHvp`` declares ``base_eps=1e-8``: ε = base_eps / ‖θ‖ (``fd_base_eps``'s default)
-FD_BASE_EPS = 1e-8
-#: the ``base_eps`` the MAML reference code actually ran with: its ``ConjugateGradientOptimizer`` builds the product
-#: as ``FiniteDifferenceHvp(num_slices)``, which passes ``num_slices = 1`` as the first parameter, ``base_eps``
-#: (cbfinn/maml_rl sandbox/rocky/tf/optimizers/conjugate_gradient_optimizer.py, since commit 8818ca7, 2017-02-18)
-REFERENCE_FD_BASE_EPS = 1.0
-
-
-@dataclass(frozen=True)
-class TRPOSettings:
-    """The outer TRPO step (MAML paper defaults)."""
-
-    max_kl: float = 0.01
-    """Trust-region size ``δ`` on the mean KL between old and new adapted policies."""
-    cg_iters: int = 10
-    """Conjugate-gradient iterations."""
-    cg_damping: float = 1e-5
-    """Damping added to the Fisher-vector product."""
-    ls_max_steps: int = 15
-    """Backtracking line-search steps."""
-    ls_backtrack: float = 0.8
-    """Step-size ratio between line-search steps."""
-    fisher: str = "exact"
-    """How Fisher-vector products are computed: ``exact`` (Gauss-Newton products through the adaptation) or
-    ``finite-difference``, rllab's ``FiniteDifferenceHvp`` as the reference code (cbfinn/maml_rl) runs it:
-    symmetric differences of the mean KL's gradient at ``θ ± εv``, ``ε = fd_base_eps / ‖θ‖``, in float32, plus
-    damping. Where the difference quotients make ``sᵀFs ≤ 0`` the step size is 1, as there (its square root of a
-    negative number is NaN, replaced by 1)."""
-    fd_base_eps: float = FD_BASE_EPS
-    """``fisher: finite-difference``'s ``base_eps``. The default, 1e-8, is rllab's declared default: that
-    perturbation is below float32's resolution for almost every parameter, so the product collapses to about
-    ``damping·v``, CG returns ``g / damping`` and the step is the gradient scaled to ``√(2δ / damping)`` and cut
-    back by the line search. The reference code ran with 1.0 (:data:`REFERENCE_FD_BASE_EPS`: it passes
-    ``num_slices`` where ``base_eps`` belongs), a perturbation of ``‖v‖ / ‖θ‖`` that measures the curvature: a
-    finite-difference natural gradient. The presets that reproduce the reference set 1.0 (docs/architecture.md §5)."""
-
-    def __post_init__(self) -> None:
-        check_range("algorithm.options.max_kl", self.max_kl, low=0.0, low_open=True)
-        check_range("algorithm.options.cg_iters", self.cg_iters, low=1)
-        check_range("algorithm.options.cg_damping", self.cg_damping, low=0.0)
-        check_range("algorithm.options.ls_max_steps", self.ls_max_steps, low=1)
-        check_range("algorithm.options.ls_backtrack", self.ls_backtrack, low=0.0, high=1.0, low_open=True,
-                    high_open=True)
-        check_choice("algorithm.options.fisher", self.fisher, FISHER_PRODUCTS)
-        check_range("algorithm.options.fd_base_eps", self.fd_base_eps, low=0.0, low_open=True)
-        if self.fd_base_eps != FD_BASE_EPS and self.fisher != "finite-difference":
-            raise ConfigError(f"algorithm.options.fd_base_eps applies to fisher: finite-difference only (fisher is "
-                              f"{self.fisher!r}); drop it or set algorithm.options.fisher=finite-difference")
-
-
-@dataclass(frozen=True)
-class MAMLTRPOSettings(TRPOSettings):
-    """MAML-TRPO: the TRPO step, plus how the inner step is differentiated."""
-
-    first_order: bool = False
-    """Drop the second-order terms of the meta-gradient (FOMAML directions, still a TRPO step)."""
-    estimator: str = "reinforce"
-    """reinforce, dice or e-maml."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("algorithm.options.estimator", self.estimator, ESTIMATORS)
 
 
 @dataclass(frozen=True)

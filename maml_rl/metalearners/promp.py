@@ -16,38 +16,18 @@ fraction) are summed over ranks in one collective.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from maml_rl.adaptation import adapt_path
 from maml_rl.collect import MetaBatch
-from maml_rl.config import MamlConfig, check_range
+from maml_rl.config import MamlConfig
 from maml_rl.episodes import by_task
+from maml_rl.learner_settings import ProMPSettings
 from maml_rl.losses import clipped_surrogate_loss, mean_kl
 from maml_rl.metalearners.base import AdamOuter, MetaLearner, register
 from maml_rl.policies import Params, Policy, batched_forward, task_params
-
-
-@dataclass(frozen=True)
-class ProMPSettings:
-    """ProMP's outer step (defaults from its paper's experiments)."""
-
-    num_steps: int = 5
-    """PPO (Adam) steps per meta-batch."""
-    clip: float = 0.3
-    """Clipping range ``ε`` of the likelihood ratio."""
-    lr: float = 1e-3
-    """Adam's learning rate."""
-    inner_kl_penalty: float = 5e-4
-    """``η``: weight of the KL between the pre-update policies before and after the step."""
-
-    def __post_init__(self) -> None:
-        check_range("algorithm.options.num_steps", self.num_steps, low=1)
-        check_range("algorithm.options.clip", self.clip, low=0.0, high=1.0, low_open=True, high_open=True)
-        check_range("algorithm.options.lr", self.lr, low=0.0, low_open=True)
-        check_range("algorithm.options.inner_kl_penalty", self.inner_kl_penalty, low=0.0)
 
 
 @register

@@ -12,25 +12,12 @@ Data-parallel: each rank sums ``θ'_m − θ`` over its tasks, divided by ``M``;
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from maml_rl.collect import MetaBatch
-from maml_rl.config import check_range
+from maml_rl.learner_settings import ReptileSettings
 from maml_rl.metalearners.base import MetaLearner, check_finite, register
 from maml_rl.policies import Params
-
-
-@dataclass(frozen=True)
-class ReptileSettings:
-    """Reptile's outer step."""
-
-    beta: float = 1.0
-    """Outer step size ``β`` (1: the average of the adapted parameters)."""
-
-    def __post_init__(self) -> None:
-        check_range("algorithm.options.beta", self.beta, low=0.0, low_open=True)
 
 
 @register
