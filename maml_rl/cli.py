@@ -225,14 +225,11 @@ def _check_resume_config(run_dir: Path, config, allow_change: bool) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    world_size = _check_processes(args)
-    import torch
-
-    from maml_rl import evaluation, resources
-    from maml_rl.build import resolve_device
-    from maml_rl.distributed import World, check_shardable
+    # The arguments, the output directory and the run directories are checked before torch is imported.
+    from maml_rl.evaluation_protocol import Protocol, check_output, check_run_dir
     from maml_rl.reference_tasks import REFERENCE_TASK_COUNT
 
+    world_size = _check_processes(args)
     if args.budget_steps is not None and args.budget_steps < 0:
         raise UsageError(f"--budget-steps must be >= 0 (0: --episodes episodes), got {args.budget_steps}")
     if args.random_fast_lr is not None:
@@ -243,12 +240,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     task_set = "reference" if args.tasks == "reference" else "sampled"
     num_tasks = REFERENCE_TASK_COUNT if task_set == "reference" else args.tasks
     # the flags' own checks, before anything is loaded
-    evaluation.Protocol(num_tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed,
-                        task_set=task_set)
+    Protocol(num_tasks, args.steps, 1 if args.episodes is None else args.episodes, args.seed, task_set=task_set)
+    if args.output:
+        output = check_output(args.output)
+    for run_dir in [args.run_dir, *(args.compare or [])]:
+        check_run_dir(run_dir)
+    import torch
+
+    from maml_rl import evaluation, resources
+    from maml_rl.build import resolve_device
+    from maml_rl.distributed import World, check_shardable
+
     nproc = args.nproc if args.nproc is not None else world_size
     check_shardable(num_tasks, nproc, key="--tasks")
-    if args.output:
-        output = evaluation.check_output(args.output)
     primary = evaluation.load_run(args.run_dir, args.checkpoint)
     protocol = evaluation.protocol_for(primary.config, num_tasks, args.steps, args.seed, args.episodes,
                                        args.budget_steps, task_set)
@@ -259,7 +263,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation.check_comparable(rows)
     if not args.output:
         output = evaluation.default_output(args.run_dir, primary.source["checkpoint"], compare=len(rows) > 1)
-        evaluation.check_output(output)
+        check_output(output)
     device = resolve_device(args.device or primary.config.train.device, "--device" if args.device else "train.device")
     evaluation.check_memory(rows, protocol, device)
     if args.nproc is not None and args.nproc > 1:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from envs.base import Tasks
+if TYPE_CHECKING:  # envs imports torch and mujoco; the evaluation's argument checks read this module without them
+    from envs.base import Tasks
 
 #: how many goals each reference script drew (``test_num_goals = 40``)
 REFERENCE_TASK_COUNT = 40

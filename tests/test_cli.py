@@ -90,18 +90,24 @@ def test_resume_without_run_directory_is_refused(tmp_path, capsys):
     assert "not a run directory" in capsys.readouterr().err
 
 
-def test_config_and_plot_errors_are_reported_before_torch_is_imported(tmp_path):
-    """A bad config (options included) or a plot of a run without metrics fails in a fraction of a second: the
-    CLI reports it before importing torch, which alone takes seconds to load."""
+def test_config_evaluate_and_plot_errors_are_reported_before_torch_is_imported(tmp_path):
+    """A bad config (options included), a bad evaluation argument or run directory, or a plot of a run without
+    metrics fails in a fraction of a second: the CLI reports it before importing torch, which takes seconds."""
     script = (
         "import sys\n"
         "from maml_rl.cli import main\n"
         f"cases = [['train', 'navigation-2d/paper', '--set', 'maml.gamma=2', '--output', {str(tmp_path / 'a')!r}],\n"
         "         ['train', 'navigation-2d/paper', '--set', 'algorithm.options.max_kl=-1'],\n"
         "         ['train', 'navigation-2d/no-such-preset'],\n"
-        f"         ['plot', {str(tmp_path / 'no-run')!r}]]\n"
+        f"         ['plot', {str(tmp_path / 'no-run')!r}],\n"
+        f"         ['evaluate', {str(tmp_path / 'no-run')!r}],\n"
+        f"         ['evaluate', {str(tmp_path)!r}, '--episodes', '0'],\n"
+        f"         ['evaluate', 'results/navigation-2d-reference-seed1', '--compare', {str(tmp_path / 'b')!r}]]\n"
         "print([main(case) for case in cases], 'torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "[2, 2, 2, 2] False", result.stdout + result.stderr
-    assert len(result.stderr.strip().splitlines()) == 4 and not (tmp_path / "a").exists()
+    assert result.stdout.strip() == "[2, 2, 2, 2, 2, 2, 2] False", result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 7 and all(line.startswith("maml-rl: error: ") for line in errors), errors
+    assert "--episodes must be >= 1" in errors[5] and f"{tmp_path / 'b'} is not a run directory" in errors[6]
+    assert not (tmp_path / "a").exists()
