@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -10,10 +9,8 @@ import numpy as np
 import torch
 
 import envs
-from maml_rl.config import Config, ConfigError
+from maml_rl.config import Config, ConfigError, check_device_name
 from maml_rl.policies import Policy, make_policy
-
-_DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
@@ -22,8 +19,7 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     Raises:
         ConfigError: another string, or ``cuda`` without an available GPU (the message names ``key``).
     """
-    if not isinstance(name, str) or not _DEVICE_PATTERN.match(name):
-        raise ConfigError(f"{key}: expected cpu, cuda or cuda:N, got {name!r}")
+    check_device_name(name, key)
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"{key}: {name!r} requested but no CUDA device is available")

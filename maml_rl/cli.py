@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from maml_rl.config import ConfigError, apply_overrides, from_dict, load_yaml, resolved
+from maml_rl.config import ConfigError, apply_overrides, check_device_name, from_dict, load_yaml, resolved
 from maml_rl.errors import (
     CheckpointError,
     EvaluationError,
@@ -245,6 +245,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         output = check_output(args.output)
     for run_dir in [args.run_dir, *(args.compare or [])]:
         check_run_dir(run_dir)
+    if args.device is not None:
+        check_device_name(args.device, "--device")
     import torch
 
     from maml_rl import evaluation, resources

@@ -391,8 +391,7 @@ def validate(config: Config) -> Config:
     _check_positive("evaluation.later_step_scale", config.evaluation.later_step_scale)
     if train.seed < 0:
         raise ConfigError(f"train.seed: must be >= 0, got {train.seed}")
-    if not (train.device == "cpu" or train.device == "cuda" or train.device.startswith("cuda:")):
-        raise ConfigError(f"train.device: expected cpu, cuda or cuda:N, got {train.device!r}")
+    check_device_name(train.device, "train.device")
     return config
 
 
@@ -406,6 +405,16 @@ def check_range(key: str, value: float, low: float | None = None, high: float | 
         right = ")" if high_open else "]"
         interval = f"{left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right}"
         raise ConfigError(f"{key}: must be in {interval}, got {value}")
+
+
+_DEVICE_PATTERN = re.compile(r"^(cpu|cuda|cuda:\d+)$")
+
+
+def check_device_name(name: object, key: str) -> None:
+    """Raise :class:`ConfigError` naming ``key`` unless ``name`` is ``cpu``, ``cuda`` or ``cuda:N`` (the form only:
+    :func:`maml_rl.build.resolve_device` checks that the GPU exists)."""
+    if not isinstance(name, str) or not _DEVICE_PATTERN.match(name):
+        raise ConfigError(f"{key}: expected cpu, cuda or cuda:N, got {name!r}")
 
 
 def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -102,12 +102,16 @@ def test_config_evaluate_and_plot_errors_are_reported_before_torch_is_imported(t
         f"         ['plot', {str(tmp_path / 'no-run')!r}],\n"
         f"         ['evaluate', {str(tmp_path / 'no-run')!r}],\n"
         f"         ['evaluate', {str(tmp_path)!r}, '--episodes', '0'],\n"
-        f"         ['evaluate', 'results/navigation-2d-reference-seed1', '--compare', {str(tmp_path / 'b')!r}]]\n"
+        f"         ['evaluate', 'results/navigation-2d-reference-seed1', '--compare', {str(tmp_path / 'b')!r}],\n"
+        "         ['evaluate', 'results/navigation-2d-reference-seed1', '--device', 'tpu'],\n"
+        "         ['train', 'navigation-2d/paper', '--device', 'cuda:abc']]\n"
         "print([main(case) for case in cases], 'torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "[2, 2, 2, 2, 2, 2, 2] False", result.stdout + result.stderr
+    assert result.stdout.strip() == "[2, 2, 2, 2, 2, 2, 2, 2, 2] False", result.stdout + result.stderr
     errors = result.stderr.strip().splitlines()
-    assert len(errors) == 7 and all(line.startswith("maml-rl: error: ") for line in errors), errors
+    assert len(errors) == 9 and all(line.startswith("maml-rl: error: ") for line in errors), errors
     assert "--episodes must be >= 1" in errors[5] and f"{tmp_path / 'b'} is not a run directory" in errors[6]
+    assert errors[7].endswith("--device: expected cpu, cuda or cuda:N, got 'tpu'")
+    assert errors[8].endswith("train.device: expected cpu, cuda or cuda:N, got 'cuda:abc'")
     assert not (tmp_path / "a").exists()
