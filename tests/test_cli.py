@@ -1,5 +1,6 @@
 """The ``maml-rl`` command: training runs, and every bad input fails fast with one clear line."""
 
+import pathlib
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from maml_rl.cli import main
 from maml_rl.logging import read_metrics
 
+REFERENCE_RUN = str(pathlib.Path(__file__).resolve().parents[1] / "results" / "navigation-2d-reference-seed1")
 TINY = ["--set", "maml.meta_batch_size=2", "--set", "maml.fast_batch_size=2", "--set", "env.horizon=5",
         "--set", "policy.hidden_sizes=[8]"]
 
@@ -102,8 +104,8 @@ def test_config_evaluate_and_plot_errors_are_reported_before_torch_is_imported(t
         f"         ['plot', {str(tmp_path / 'no-run')!r}],\n"
         f"         ['evaluate', {str(tmp_path / 'no-run')!r}],\n"
         f"         ['evaluate', {str(tmp_path)!r}, '--episodes', '0'],\n"
-        f"         ['evaluate', 'results/navigation-2d-reference-seed1', '--compare', {str(tmp_path / 'b')!r}],\n"
-        "         ['evaluate', 'results/navigation-2d-reference-seed1', '--device', 'tpu'],\n"
+        f"         ['evaluate', {REFERENCE_RUN!r}, '--compare', {str(tmp_path / 'b')!r}],\n"
+        f"         ['evaluate', {REFERENCE_RUN!r}, '--device', 'tpu'],\n"
         "         ['train', 'navigation-2d/paper', '--device', 'cuda:abc']]\n"
         "print([main(case) for case in cases], 'torch' in sys.modules)\n"
     )
